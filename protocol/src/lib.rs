@@ -1,0 +1,29 @@
+//! meshd's protocol core: everything two gateways must agree on, bit for bit.
+//!
+//! This crate is pure: no async runtime, no sockets, no clock and no randomness
+//! of its own. Time and random bytes are arguments; results are values.
+//!
+//! - [`id`], [`keys`]: gateway and meter identities (ed25519), anchor keys
+//!   (secp256k1) and the key file's text format.
+//! - [`message`], [`envelope`], [`codec`]: the signed, versioned wire types and
+//!   their one encoding, with a size limit per kind.
+//! - [`signature`]: single and batch verification with one verdict everywhere.
+//! - [`hash`]: keccak256 and [`Hash32`].
+//!
+//! A receiver decodes with [`codec::decode_envelope`], drops duplicates by
+//! [`Envelope::id`], checks signatures with [`signature::verify_envelopes`],
+//! then decodes the body with [`Envelope::open`] and applies the rules.
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod envelope;
+pub mod geo;
+pub mod hash;
+pub mod id;
+pub mod keys;
+pub mod message;
+pub mod signature;
+
+pub use envelope::{Domain, Envelope};
+pub use hash::{Hash32, keccak256};
+pub use id::{GatewayId, MeterId};

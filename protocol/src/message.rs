@@ -1,0 +1,308 @@
+//! The bodies of the signed messages gateways exchange.
+//!
+//! Each body travels inside an [`Envelope`](crate::envelope::Envelope) whose
+//! `kind` names it and whose signer is the author (the gateway, or the meter for
+//! a [`MeterReading`]). Units are integers with the unit in the field name so
+//! that every node computes the same results: `_ddbm` is tenths of a dBm,
+//! `_ddb` tenths of a dB, `_ddbi` tenths of a dBi, `_ms` Unix milliseconds,
+//! `_s` Unix seconds, `_wh` watt-hours.
+
+use bincode::{Decode, Encode};
+
+use crate::envelope::Envelope;
+use crate::geo::{Location, Region};
+use crate::hash::Hash32;
+use crate::id::{GatewayId, MeterId};
+
+/// Which message an envelope carries. The numbers are the wire tags.
+///
+/// Tags 16–31 are reserved for consensus messages (proposal, votes), 32 and up
+/// for later kinds; an unknown tag is a decoding error, never a panic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// [`BeaconReport`]: a gateway transmitted a beacon.
+    BeaconReport = 1,
+    /// [`WitnessReport`]: a gateway heard a beacon.
+    WitnessReport = 2,
+    /// [`MeterReading`]: an energy meter's signed reading.
+    MeterReading = 3,
+    /// [`MeterAttestation`]: a gateway co-signs a meter reading it validated.
+    MeterAttestation = 4,
+    /// [`EpochSummary`]: a region's decided summary of one epoch.
+    EpochSummary = 5,
+    /// [`Certificate`]: 2f+1 committee signatures finalizing a summary.
+    Certificate = 6,
+}
+
+impl Kind {
+    /// Every kind, in tag order.
+    pub const ALL: [Kind; 6] = [
+        Kind::BeaconReport,
+        Kind::WitnessReport,
+        Kind::MeterReading,
+        Kind::MeterAttestation,
+        Kind::EpochSummary,
+        Kind::Certificate,
+    ];
+
+    /// The wire tag.
+    pub fn tag(self) -> u8 {
+        self as u8
+    }
+
+    /// The kind of a wire tag, if it is one this version knows.
+    pub fn from_tag(tag: u8) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.tag() == tag)
+    }
+
+    /// A short lowercase name for logs and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::BeaconReport => "beacon_report",
+            Kind::WitnessReport => "witness_report",
+            Kind::MeterReading => "meter_reading",
+            Kind::MeterAttestation => "meter_attestation",
+            Kind::EpochSummary => "epoch_summary",
+            Kind::Certificate => "certificate",
+        }
+    }
+}
+
+impl Encode for Kind {
+    fn encode<E: bincode::enc::Encoder>(&self, encoder: &mut E) -> Result<(), bincode::error::EncodeError> {
+        self.tag().encode(encoder)
+    }
+}
+
+impl<C> Decode<C> for Kind {
+    fn decode<D: bincode::de::Decoder<Context = C>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let tag = u8::decode(decoder)?;
+        Kind::from_tag(tag).ok_or(bincode::error::DecodeError::UnexpectedVariant {
+            type_name: "Kind",
+            allowed: &bincode::error::AllowedEnumVariants::Range { min: 1, max: 6 },
+            found: u32::from(tag),
+        })
+    }
+}
+bincode::impl_borrow_decode!(Kind);
+
+/// LoRa modulation: spreading factor and bandwidth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+pub struct DataRate {
+    /// Spreading factor, 5–12 (LoRa); other values are refused by the rules.
+    pub spreading_factor: u8,
+    /// Bandwidth in kHz: 125, 250 or 500.
+    pub bandwidth_khz: u16,
+}
+
+/// The 16-byte payload of a beacon, derived from unpredictable entropy (see
+/// [`crate::beacon`]); the id by which witnesses name the beacon they heard.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub struct BeaconId(pub [u8; 16]);
+
+impl std::fmt::Debug for BeaconId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BeaconId({})", hex::encode(self.0))
+    }
+}
+
+/// A gateway transmitted a beacon (signed by the beaconer).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct BeaconReport {
+    /// The region whose topic and committee take this report.
+    pub region: Region,
+    /// Epoch of the transmission.
+    pub epoch: u64,
+    /// The beaconer's asserted location.
+    pub location: Location,
+    /// Antenna gain in tenths of a dBi.
+    pub antenna_gain_ddbi: i16,
+    /// Conducted transmit power in tenths of a dBm (before antenna gain).
+    pub tx_power_ddbm: i16,
+    /// Carrier frequency in Hz.
+    pub frequency_hz: u32,
+    /// Modulation of the beacon.
+    pub datarate: DataRate,
+    /// The entropy the payload was derived from (the region's previous finalized summary hash).
+    pub entropy: Hash32,
+    /// The beacon's payload and id.
+    pub beacon_id: BeaconId,
+    /// When the beacon left the antenna, Unix ms.
+    pub transmitted_at_ms: u64,
+}
+
+/// A gateway heard a beacon (signed by the witness).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct WitnessReport {
+    /// The region of the beacon's report (the witness's own may differ near borders).
+    pub region: Region,
+    /// Epoch of the beacon.
+    pub epoch: u64,
+    /// The beacon heard.
+    pub beacon_id: BeaconId,
+    /// The witness's asserted location.
+    pub location: Location,
+    /// The witness's antenna gain in tenths of a dBi.
+    pub antenna_gain_ddbi: i16,
+    /// Received signal strength in tenths of a dBm.
+    pub rssi_ddbm: i16,
+    /// Signal-to-noise ratio in tenths of a dB.
+    pub snr_ddb: i16,
+    /// Frequency the frame was received on, Hz.
+    pub frequency_hz: u32,
+    /// Modulation of the received frame.
+    pub datarate: DataRate,
+    /// When it was received, Unix ms (GPS time when the concentrator has it).
+    pub received_at_ms: u64,
+    /// The concentrator's internal microsecond counter at reception.
+    pub tmst_us: u32,
+}
+
+/// Status flags a meter reports for an interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+pub enum MeterStatus {
+    /// Measured normally.
+    Ok,
+    /// The meter estimated part of the interval (e.g. after a power loss).
+    Estimated,
+    /// The meter reports a fault; the reading earns nothing.
+    Fault,
+}
+
+/// One interval of an energy meter, signed by the meter's own key.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct MeterReading {
+    /// The meter (also the envelope's signer).
+    pub meter: MeterId,
+    /// Strictly increasing per meter.
+    pub sequence: u64,
+    /// Interval start, Unix s (inclusive).
+    pub interval_start_s: u64,
+    /// Interval end, Unix s (exclusive).
+    pub interval_end_s: u64,
+    /// Energy register at the interval start, Wh.
+    pub register_start_wh: u64,
+    /// Energy register at the interval end, Wh.
+    pub register_end_wh: u64,
+    /// The meter's status for the interval.
+    pub status: MeterStatus,
+}
+
+/// A gateway co-signs a meter reading it validated (signed by the gateway).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct MeterAttestation {
+    /// The region of the gateway.
+    pub region: Region,
+    /// The epoch the reading's interval end falls in.
+    pub epoch: u64,
+    /// The meter's own signed envelope of kind [`Kind::MeterReading`].
+    pub reading: Envelope,
+    /// When the gateway received the reading, Unix ms.
+    pub received_at_ms: u64,
+}
+
+/// A region's summary of one epoch: the value its committee agrees on.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct EpochSummary {
+    /// The region.
+    pub region: Region,
+    /// The epoch.
+    pub epoch: u64,
+    /// Hash of the region's previous finalized summary ([`Hash32::ZERO`] for the first).
+    pub previous: Hash32,
+    /// Merkle root of the accepted report ids in canonical order.
+    pub reports_root: Hash32,
+    /// Merkle root of (gateway, reward units) pairs.
+    pub rewards_root: Hash32,
+    /// Merkle root of (meter, Wh) pairs.
+    pub energy_root: Hash32,
+    /// Accepted beacon reports.
+    pub beacon_count: u32,
+    /// Accepted witness reports.
+    pub witness_count: u32,
+    /// Accepted meter attestations.
+    pub attestation_count: u32,
+    /// Sum of the reward units of the epoch.
+    pub reward_units: u64,
+    /// Sum of the attested energy of the epoch, Wh.
+    pub energy_wh: u64,
+    /// Hash of the committee that decided it (its sorted member ids).
+    pub committee_hash: Hash32,
+}
+
+/// One committee member's signature in a [`Certificate`].
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct CommitSignature {
+    /// The member.
+    pub signer: GatewayId,
+    /// ed25519 signature over [`Certificate::sign_bytes`].
+    pub signature: [u8; 64],
+}
+
+/// 2f+1 committee signatures that finalize one summary.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Certificate {
+    /// The region.
+    pub region: Region,
+    /// The epoch.
+    pub epoch: u64,
+    /// The consensus round in which it was decided.
+    pub round: u32,
+    /// Hash of the decided [`EpochSummary`] (see [`crate::codec::summary_hash`]).
+    pub summary: Hash32,
+    /// The members' signatures, sorted by signer, no signer twice.
+    pub signatures: Vec<CommitSignature>,
+}
+
+impl Certificate {
+    /// Domain tag of a commit signature: distinct from the envelope's, so a
+    /// commit signature can never be replayed as an envelope signature.
+    pub const DOMAIN_TAG: &'static [u8] = b"meshd.commit.v1";
+
+    /// The bytes a member signs to commit to `summary` in `round`.
+    pub fn sign_bytes(network: &str, region: Region, epoch: u64, round: u32, summary: &Hash32) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::DOMAIN_TAG.len() + network.len() + 53);
+        out.extend_from_slice(Self::DOMAIN_TAG);
+        out.push(network.len().min(255) as u8);
+        out.extend_from_slice(&network.as_bytes()[..network.len().min(255)]);
+        out.extend_from_slice(&region.0.to_le_bytes());
+        out.extend_from_slice(&epoch.to_le_bytes());
+        out.extend_from_slice(&round.to_le_bytes());
+        out.extend_from_slice(&summary.0);
+        out
+    }
+}
+
+/// A decoded message body of any kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// See [`BeaconReport`].
+    BeaconReport(BeaconReport),
+    /// See [`WitnessReport`].
+    WitnessReport(WitnessReport),
+    /// See [`MeterReading`].
+    MeterReading(MeterReading),
+    /// See [`MeterAttestation`].
+    MeterAttestation(MeterAttestation),
+    /// See [`EpochSummary`].
+    EpochSummary(EpochSummary),
+    /// See [`Certificate`].
+    Certificate(Certificate),
+}
+
+impl Message {
+    /// The kind tag of this body.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::BeaconReport(_) => Kind::BeaconReport,
+            Message::WitnessReport(_) => Kind::WitnessReport,
+            Message::MeterReading(_) => Kind::MeterReading,
+            Message::MeterAttestation(_) => Kind::MeterAttestation,
+            Message::EpochSummary(_) => Kind::EpochSummary,
+            Message::Certificate(_) => Kind::Certificate,
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! The bodies of the signed messages gateways exchange.
 //!
-//! Each body travels inside an [`Envelope`](crate::envelope::Envelope) whose
+//! Each body travels inside an [`Envelope`] whose
 //! `kind` names it and whose signer is the author (the gateway, or the meter for
 //! a [`MeterReading`]). Units are integers with the unit in the field name so
 //! that every node computes the same results: `_ddbm` is tenths of a dBm,

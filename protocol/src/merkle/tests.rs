@@ -1,11 +1,11 @@
 //! Merkle tests, with vectors from OpenZeppelin's reference implementation.
 //!
 //! The vectors were produced with `@openzeppelin/merkle-tree` 1.0.8 from the npm
-//! registry, in a scratch directory outside the repository:
+//! registry by `protocol/tests/vectors/merkle-vectors.js` (its README says how):
 //!
 //! ```text
-//! npm install @openzeppelin/merkle-tree@1.0.8
-//! node vectors.js   # StandardMerkleTree.of(values, types); tree.root, tree.leafHash(v), tree.getProof(i)
+//! npm install @openzeppelin/merkle-tree@1.0.8 ethereum-cryptography
+//! node merkle-vectors.js   # StandardMerkleTree.of(values, types); root, leafHash(v), getProof(i)
 //! ```
 //!
 //! where value `i` of each set is:

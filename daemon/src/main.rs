@@ -1,1 +1,156 @@
-fn main() {}
+//! `meshd`: the peer-to-peer gateway mesh daemon.
+//!
+//! This binary wires the pure crates to real IO. For now it manages the
+//! gateway's key file and its configuration:
+//!
+//! - `meshd keys generate --out FILE [--force]`, `meshd keys show FILE`
+//! - `meshd config default`, `meshd config check FILE`
+//!
+//! Command output goes to standard output; logs and errors go to standard
+//! error. Exit status: 0 on success, 1 when a command fails, 2 on a usage
+//! error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgAction, Parser, Subcommand};
+use meshd_config::Config;
+
+mod config_file;
+mod keys;
+mod logging;
+
+/// Peer-to-peer gateway mesh daemon: gossips signed proof-of-coverage and
+/// energy-meter reports, agrees on one summary per region and epoch, and
+/// anchors the aggregates on an EVM chain.
+#[derive(Debug, Parser)]
+#[command(name = "meshd", version, propagate_version = true)]
+struct Cli {
+    /// Log more to standard error: -v for debug, -vv for trace. Takes
+    /// precedence over RUST_LOG and the config's log.level.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create and inspect the gateway's key file.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Print and check configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Generate a new gateway identity (ed25519) and anchor key (secp256k1)
+    /// from the operating system's random source and write them to a new
+    /// key file with mode 0600.
+    Generate {
+        /// The key file to create; missing directories are created (mode 0700).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Replace an existing key file. Its identity is lost unless backed up.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the gateway id (its libp2p peer id) and the anchor address of a
+    /// key file. Refuses a file that group or others may read or write.
+    Show {
+        /// The key file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the default configuration: every section and key, documented,
+    /// with its default value.
+    Default,
+    /// Check a configuration file, with the MESHD_SECTION__KEY
+    /// environment overrides applied; print a summary, or every problem with
+    /// its key and fix.
+    Check {
+        /// The configuration file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Logging follows the log section as set by MESHD_LOG__* overrides; a
+    // broken override is reported by the commands that read the configuration.
+    let log = config_file::meshd_env()
+        .ok()
+        .and_then(|env| Config::load("", env).ok())
+        .map(|config| config.log)
+        .unwrap_or_default();
+    let rust_log = std::env::var("RUST_LOG").ok();
+    logging::init(cli.verbose, rust_log.as_deref(), &log);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Keys(KeysCommand::Generate { out, force }) => {
+            let keys = keys::generate()?;
+            let existed = out.exists();
+            keys::write(&out, &keys, force)?;
+            if existed {
+                tracing::warn!(path = %out.display(), "replaced an existing key file");
+            }
+            tracing::debug!(path = %out.display(), "wrote key file");
+            println!("gateway id:     {}", keys.identity.gateway_id());
+            println!("anchor address: {}", keys.anchor.address());
+            println!("key file:       {} (mode 0600; back it up, keep it secret)", out.display());
+        }
+        Command::Keys(KeysCommand::Show { file }) => {
+            let keys = keys::read(&file)?;
+            println!("gateway id:     {}", keys.identity.gateway_id());
+            println!("anchor address: {}", keys.anchor.address());
+        }
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", meshd_config::default_toml());
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            let env = config_file::meshd_env()?;
+            let config = config_file::load(&file, &env)?;
+            tracing::debug!(path = %file.display(), overrides = env.len(), "configuration is valid");
+            println!("OK {}: {}", file.display(), config.summary());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn keys_generate_needs_an_output_path() {
+        assert!(Cli::try_parse_from(["meshd", "keys", "generate"]).is_err());
+        let cli = Cli::try_parse_from(["meshd", "-vv", "keys", "generate", "--out", "k", "--force"])
+            .expect("valid");
+        assert_eq!(cli.verbose, 2);
+        assert!(matches!(cli.command, Command::Keys(KeysCommand::Generate { force: true, .. })));
+    }
+}

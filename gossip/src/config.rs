@@ -136,6 +136,12 @@ pub struct Config {
     /// Addresses to listen on. Default `/ip4/0.0.0.0/tcp/4170` and
     /// `/ip4/0.0.0.0/udp/4170/quic-v1`.
     pub listen: Vec<Multiaddr>,
+    /// Addresses the operator knows are reachable from outside, e.g. the
+    /// public IP of a server with its port. They are announced at once, make
+    /// the node public (Kademlia server, relay when enabled) without waiting
+    /// for AutoNAT, which needs outbound connections a bootstrap node or relay
+    /// may never make. Default none: gateways at home learn theirs by AutoNAT.
+    pub external_addresses: Vec<Multiaddr>,
     /// Peers dialled at start and whenever the node has no connection, e.g.
     /// `/dns4/boot.example.org/tcp/4170/p2p/12D3KooW…`. Default none.
     pub bootstrap: Vec<Multiaddr>,
@@ -195,6 +201,7 @@ impl Default for Config {
                     .with(Protocol::Udp(DEFAULT_PORT))
                     .with(Protocol::QuicV1),
             ],
+            external_addresses: Vec::new(),
             bootstrap: Vec::new(),
             peers: Vec::new(),
             target_peers: 25,

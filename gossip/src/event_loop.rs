@@ -83,6 +83,9 @@ impl EventLoop {
         events: mpsc::Sender<Event>,
         metrics: Metrics,
     ) -> Self {
+        let declared: HashSet<Multiaddr> = config.external_addresses.iter().cloned().collect();
+        let reachability = if declared.is_empty() { Reachability::Unknown } else { Reachability::Public };
+        metrics.reachability(reachability);
         EventLoop {
             swarm,
             config,
@@ -97,8 +100,8 @@ impl EventLoop {
             validation_deadlines: VecDeque::new(),
             inbound_fetches: FuturesUnordered::new(),
             outbound_fetches: HashMap::new(),
-            reachability: Reachability::Unknown,
-            confirmed_direct: HashSet::new(),
+            reachability,
+            confirmed_direct: declared,
             reservations: HashMap::new(),
         }
     }

@@ -130,6 +130,9 @@ pub fn new(
             .listen_on(address.clone())
             .map_err(|e| NewError::Listen { address: address.clone(), reason: e.to_string() })?;
     }
+    for address in &config.external_addresses {
+        swarm.add_external_address(address.clone());
+    }
     let (commands_tx, commands_rx) = mpsc::channel(config.limits.command_queue);
     let (events_tx, events_rx) = mpsc::channel(config.limits.event_queue);
     let event_loop = EventLoop::new(swarm, config, commands_rx, events_tx, metrics);

@@ -10,10 +10,17 @@ use prometheus_client::registry::Registry;
 
 use crate::config::{Config, Transport};
 
-/// Time a new connection has to finish its security and multiplexer
-/// handshakes. Honest handshakes take a few round trips; 20 s covers slow
-/// links and relayed paths while keeping a stalled dialer from holding one of
-/// the bounded pending-connection slots for long.
+/// Time a direct TCP dial has to connect and finish its noise and yamux
+/// handshakes (about four round trips). It must stay below the 10 s an
+/// AutoNAT v2 server allows for a dial-back: behind a NAT that silently drops
+/// unsolicited packets, a longer dial-back would time the probe out instead
+/// of reporting the address unreachable, and the node would never learn it is
+/// private. 8 s still covers round trips of up to two seconds.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Time a relayed or in-memory connection has to finish its handshakes. A
+/// circuit adds the relay's own round trips, so it gets more time; the bound
+/// keeps a stalled peer from holding a pending-connection slot for long.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why the transport could not be built.
@@ -53,7 +60,7 @@ pub(crate) fn build(
                         .upgrade(Version::V1Lazy)
                         .authenticate(noise::Config::new(key)?)
                         .multiplex(muxer())
-                        .timeout(HANDSHAKE_TIMEOUT)
+                        .timeout(DIAL_TIMEOUT)
                         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer))),
                 )
             } else {

@@ -38,6 +38,9 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
 type PendingFetch = Pin<Box<dyn Future<Output = (ResponseChannel<Response>, Option<Vec<Vec<u8>>>)> + Send>>;
 
+/// Where the answer to one of our fetches goes.
+type FetchReply = oneshot::Sender<Result<Fetched, FetchError>>;
+
 /// A message awaiting the node's verdict.
 struct PendingValidation {
     source: PeerId,
@@ -68,7 +71,7 @@ pub struct EventLoop {
     pending_validations: HashMap<Hash32, PendingValidation>,
     validation_deadlines: VecDeque<(Instant, Hash32)>,
     inbound_fetches: FuturesUnordered<PendingFetch>,
-    outbound_fetches: HashMap<OutboundRequestId, (Vec<Hash32>, oneshot::Sender<Result<Fetched, FetchError>>)>,
+    outbound_fetches: HashMap<OutboundRequestId, (Vec<Hash32>, FetchReply)>,
     reachability: Reachability,
     confirmed_direct: HashSet<Multiaddr>,
     /// Relay reservations asked for: listener → (relay, circuit address).

@@ -5,9 +5,9 @@
 //! through a small API:
 //!
 //! 1. [`new`] builds the swarm from the gateway's key, a [`Config`] and a
-//!    prometheus [`Registry`](prometheus_client::registry::Registry) owned by
-//!    the caller. It returns a [`Client`], a bounded receiver of [`Event`]s and
-//!    the [`EventLoop`].
+//!    [`prometheus_client::registry::Registry`] owned by the caller. It
+//!    returns a [`Client`], a bounded receiver of [`Event`]s and the
+//!    [`EventLoop`].
 //! 2. Spawn [`EventLoop::run`] with a
 //!    [`CancellationToken`](tokio_util::sync::CancellationToken); cancelling it
 //!    shuts the loop down.

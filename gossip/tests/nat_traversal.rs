@@ -180,16 +180,18 @@ impl Gateway {
         if let Some(line) = self.seen.iter().find(|l| l.starts_with(prefix)) {
             return line.clone();
         }
-        let deadline = std::time::Instant::now() + STEP_TIMEOUT;
+        // Wait in slices (no clock reads): at most STEP_TIMEOUT in total.
+        let slice = Duration::from_millis(100);
+        let mut slices = STEP_TIMEOUT.as_millis() / slice.as_millis();
         loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
+            match self.lines.recv_timeout(slice) {
                 Ok(line) => {
                     self.seen.push(line.clone());
                     if line.starts_with(prefix) {
                         return line;
                     }
                 }
+                Err(mpsc::RecvTimeoutError::Timeout) if slices > 0 => slices -= 1,
                 Err(_) => panic!(
                     "{} never printed `{prefix}…`; it printed {:#?}\nits log ({}):\n{}",
                     self.name,

@@ -1,7 +1,7 @@
 //! The task that owns the swarm: executes commands, turns swarm events into
 //! [`Event`]s, and keeps the node connected, reachable and within its bounds.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -45,6 +45,7 @@ type FetchReply = oneshot::Sender<Result<Fetched, FetchError>>;
 struct PendingValidation {
     source: PeerId,
     message_id: MessageId,
+    deadline: Instant,
 }
 
 /// What we know of a connected peer.
@@ -69,7 +70,6 @@ pub struct EventLoop {
     message_rates: HashMap<PeerId, TokenBucket>,
     fetch_rates: HashMap<PeerId, TokenBucket>,
     pending_validations: HashMap<Hash32, PendingValidation>,
-    validation_deadlines: VecDeque<(Instant, Hash32)>,
     inbound_fetches: FuturesUnordered<PendingFetch>,
     outbound_fetches: HashMap<OutboundRequestId, (Vec<Hash32>, FetchReply)>,
     reachability: Reachability,
@@ -100,7 +100,6 @@ impl EventLoop {
             message_rates: HashMap::new(),
             fetch_rates: HashMap::new(),
             pending_validations: HashMap::new(),
-            validation_deadlines: VecDeque::new(),
             inbound_fetches: FuturesUnordered::new(),
             outbound_fetches: HashMap::new(),
             reachability,
@@ -420,17 +419,18 @@ impl EventLoop {
         if !self.emit(Event::MessageReceived { id, source, topic, envelope }) {
             return ignore(&mut self.swarm, MessageAcceptance::Ignore);
         }
-        self.pending_validations.insert(id, PendingValidation { source, message_id });
-        self.validation_deadlines.push_back((now + self.config.limits.validation_timeout, id));
+        let deadline = now + self.config.limits.validation_timeout;
+        self.pending_validations.insert(id, PendingValidation { source, message_id, deadline });
     }
 
+    /// Ignores messages the node gave no verdict on in time. The map holds at
+    /// most [`crate::config::Limits::max_pending_validations`] entries, so a
+    /// scan per second is cheap.
     fn expire_validations(&mut self) {
         let now = Instant::now();
-        while let Some(&(deadline, id)) = self.validation_deadlines.front() {
-            if deadline > now {
-                break;
-            }
-            self.validation_deadlines.pop_front();
+        let expired: Vec<Hash32> =
+            self.pending_validations.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
+        for id in expired {
             if let Some(pending) = self.pending_validations.remove(&id) {
                 self.metrics.dropped(DropReason::ValidationTimeout);
                 self.swarm.behaviour_mut().gossipsub.report_message_validation_result(

@@ -381,3 +381,40 @@ async fn memory_transport_nodes_gossip_in_process_and_count_malformed_messages()
         node.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_without_a_verdict_are_ignored_after_the_validation_timeout() {
+    let sender = Node::start(60, config(&[])).await;
+    // A receiver whose node never answers.
+    let mut silent = config(&[sender.address()]);
+    silent.limits.validation_timeout = Duration::from_secs(1);
+    let mut registry = Registry::default();
+    let key = Keypair::from_secret([61; 32]);
+    let (client, mut events, event_loop) = meshd_gossip::new(&key, silent, &mut registry).expect("start");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(event_loop.run(shutdown.clone()));
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = received.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let Event::MessageReceived { id, .. } = event {
+                sink.lock().expect("lock").push(id);
+            }
+        }
+    });
+    for c in [&sender.client, &client] {
+        c.subscribe(Topic::Global).await.expect("subscribe");
+    }
+    eventually("meshed", || async { sender.mesh_size().await == 1 }).await;
+    let id = publish(&sender, Topic::Global, report(&sender.key, 1)).await;
+    eventually("received", || async { received.lock().expect("lock").contains(&id) }).await;
+    eventually("the message timed out and was counted", || async {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        text.contains("meshd_gossip_dropped_total{reason=\"validation_timeout\"} 1")
+    })
+    .await;
+    assert_eq!(client.report_validation(id, Verdict::Accept).await, Ok(false), "too late for a verdict");
+    shutdown.cancel();
+    sender.stop().await;
+}

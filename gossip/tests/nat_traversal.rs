@@ -25,6 +25,10 @@ use std::time::Duration;
 /// Generous bound on each step; a healthy run takes a few seconds per step.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Turns on IPv4 forwarding in a namespace (`/proc/sys/net` is per namespace;
+/// written directly so the test needs no `sysctl` binary).
+const FORWARD: &[&str] = &["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"];
+
 /// Runs a command, failing the test with its output when it fails.
 fn run(args: &[&str]) {
     let output = Command::new(args[0])
@@ -99,10 +103,10 @@ impl Lab {
         }
         // The relay's public address, and routing through pub.
         lab.exec("pub", &["ip", "addr", "add", "198.18.0.1/32", "dev", "lo"]);
-        lab.exec("pub", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        lab.exec("pub", FORWARD);
         for (nat, wan, gateway) in [("nat1", "w1", "198.18.1.1"), ("nat2", "w2", "198.18.2.1")] {
             lab.exec(nat, &["ip", "route", "add", "default", "via", gateway]);
-            lab.exec(nat, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            lab.exec(nat, FORWARD);
             lab.exec(nat, &["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", wan, "-j", "MASQUERADE"]);
             // Unsolicited inbound packets are dropped, as by a home router.
             for chain in ["INPUT", "FORWARD"] {

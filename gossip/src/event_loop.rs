@@ -454,7 +454,11 @@ impl EventLoop {
         let is_relay = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
         let direct: Vec<Multiaddr> = info.listen_addrs.iter().filter(|a| !is_relayed(a)).cloned().collect();
         if speaks_kad {
-            for address in &info.listen_addrs {
+            // Loopback addresses only make sense to peers on the same host:
+            // they enter the routing table (and are handed to others) only
+            // when the peer sees us on loopback too.
+            let same_host = is_loopback(&info.observed_addr);
+            for address in info.listen_addrs.iter().filter(|a| same_host || !is_loopback(a)) {
                 self.swarm.behaviour_mut().kademlia.add_address(&peer_id, address.clone());
             }
         }
@@ -716,6 +720,14 @@ impl EventLoop {
 /// Addresses remembered per peer: listen addresses of a few interfaces and
 /// transports; a peer announcing hundreds gains nothing.
 const MAX_ADDRESSES_PER_PEER: usize = 8;
+
+fn is_loopback(address: &Multiaddr) -> bool {
+    match address.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
+        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
+        _ => false,
+    }
+}
 
 fn is_relayed(address: &Multiaddr) -> bool {
     address.iter().any(|p| p == Protocol::P2pCircuit)

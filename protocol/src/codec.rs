@@ -37,16 +37,17 @@ pub const ENVELOPE_OVERHEAD: usize = 1 + 1 + 8 + 32 + 64;
 pub const BEACON_REPORT_LIMIT: usize = 128;
 /// Body limit of a witness report (fixed encoding of 65 bytes, plus slack).
 pub const WITNESS_REPORT_LIMIT: usize = 128;
-/// Body limit of a meter reading (fixed encoding of 84 bytes, plus slack).
+/// Body limit of a meter reading (fixed encoding of 76 bytes, plus slack).
 pub const METER_READING_LIMIT: usize = 128;
 /// Body limit of a meter attestation: a nested meter-reading envelope plus 24
 /// bytes of its own, plus slack.
 pub const METER_ATTESTATION_LIMIT: usize = 24 + ENVELOPE_OVERHEAD + METER_READING_LIMIT + 32;
-/// Body limit of an epoch summary (fixed encoding of 212 bytes, plus slack).
+/// Body limit of an epoch summary (fixed encoding of 204 bytes, plus slack).
 pub const EPOCH_SUMMARY_LIMIT: usize = 256;
-/// Body limit of a certificate: its 60-byte head, the list length and
-/// [`MAX_COMMITTEE`] signatures of 96 bytes.
-pub const CERTIFICATE_LIMIT: usize = 60 + 8 + MAX_COMMITTEE * 96;
+/// Body limit of a certificate: its 52-byte head (region, epoch, round,
+/// summary), the 8-byte list length, [`MAX_COMMITTEE`] signatures of 96 bytes
+/// each, and 8 bytes of slack.
+pub const CERTIFICATE_LIMIT: usize = 52 + 8 + MAX_COMMITTEE * 96 + 8;
 
 /// The largest envelope any kind allows: what a transport must accept.
 pub const MAX_ENVELOPE_LEN: usize = ENVELOPE_OVERHEAD + CERTIFICATE_LIMIT;

@@ -176,3 +176,18 @@ fn a_signature_does_not_carry_over_to_another_kind_or_network() {
     let relabelled = Envelope { kind: Kind::Certificate, ..envelope };
     assert!(signature::verify(&Domain::new("test"), &relabelled).is_err());
 }
+
+#[test]
+fn fixed_size_bodies_encode_to_their_documented_sizes() {
+    // The sizes stated in codec.rs and docs/protocol.md; the limits leave slack above them.
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut sample = |strategy: proptest::strategy::BoxedStrategy<Message>| {
+        let message = strategy.new_tree(&mut runner).expect("tree").current();
+        codec::encode_body(&message).expect("encode").len()
+    };
+    assert_eq!(sample(strategies::beacon_report().prop_map(Message::BeaconReport).boxed()), 91);
+    assert_eq!(sample(strategies::witness_report().prop_map(Message::WitnessReport).boxed()), 65);
+    assert_eq!(sample(strategies::meter_reading().prop_map(Message::MeterReading).boxed()), 76);
+    assert_eq!(sample(strategies::epoch_summary().prop_map(Message::EpochSummary).boxed()), 204);
+    assert_eq!(sample(strategies::certificate(0).prop_map(Message::Certificate).boxed()), 52 + 8);
+}

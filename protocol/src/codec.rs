@@ -20,7 +20,7 @@ use crate::envelope::{Envelope, VERSION};
 use crate::hash::{Hash32, keccak256};
 use crate::message::{
     BeaconReport, Certificate, CommitSignature, EpochSummary, Kind, Message, MeterAttestation, MeterReading,
-    WitnessReport,
+    Proposal, Vote, WitnessReport,
 };
 
 /// Most members a committee has (larger regions are sampled down to it).
@@ -48,6 +48,19 @@ pub const EPOCH_SUMMARY_LIMIT: usize = 256;
 /// summary), the 8-byte list length, [`MAX_COMMITTEE`] signatures of 96 bytes
 /// each, and 8 bytes of slack.
 pub const CERTIFICATE_LIMIT: usize = 52 + 8 + MAX_COMMITTEE * 96 + 8;
+
+/// Most report ids one proposal lists. Chosen so that a proposal (a 221-byte
+/// head: round, valid round, summary, list length) fits in [`CERTIFICATE_LIMIT`]
+/// with slack, keeping [`MAX_ENVELOPE_LEN`] — what transports accept —
+/// unchanged; a region's pool admits no more reports per epoch than this.
+pub const MAX_PROPOSAL_REPORTS: usize = 360;
+/// Body limit of a proposal: the 221-byte head plus [`MAX_PROPOSAL_REPORTS`]
+/// ids of 32 bytes, plus slack; not above [`CERTIFICATE_LIMIT`].
+pub const PROPOSAL_LIMIT: usize = 221 + MAX_PROPOSAL_REPORTS * 32 + 16;
+/// Body limit of a vote (fixed encoding of at most 122 bytes, plus slack).
+pub const VOTE_LIMIT: usize = 160;
+
+const _: () = assert!(PROPOSAL_LIMIT <= CERTIFICATE_LIMIT);
 
 /// The largest envelope any kind allows: what a transport must accept.
 pub const MAX_ENVELOPE_LEN: usize = ENVELOPE_OVERHEAD + CERTIFICATE_LIMIT;
@@ -128,6 +141,8 @@ pub fn body_limit(kind: Kind) -> usize {
         Kind::MeterAttestation => METER_ATTESTATION_LIMIT,
         Kind::EpochSummary => EPOCH_SUMMARY_LIMIT,
         Kind::Certificate => CERTIFICATE_LIMIT,
+        Kind::Proposal => PROPOSAL_LIMIT,
+        Kind::Vote => VOTE_LIMIT,
     }
 }
 
@@ -151,6 +166,17 @@ pub fn encode_body(message: &Message) -> Result<Vec<u8>, CodecError> {
             }
             encode_limited::<_, CERTIFICATE_LIMIT>(m, what)
         }
+        Message::Proposal(m) => {
+            if m.report_ids.len() > MAX_PROPOSAL_REPORTS {
+                return Err(CodecError::TooLarge {
+                    what,
+                    len: m.report_ids.len(),
+                    limit: MAX_PROPOSAL_REPORTS,
+                });
+            }
+            encode_limited::<_, PROPOSAL_LIMIT>(m, what)
+        }
+        Message::Vote(m) => encode_limited::<_, VOTE_LIMIT>(m, what),
     }
 }
 
@@ -195,6 +221,18 @@ pub fn decode_body(kind: Kind, bytes: &[u8]) -> Result<Message, CodecError> {
             }
             Message::Certificate(certificate)
         }
+        Kind::Proposal => {
+            let proposal = decode_limited::<Proposal, PROPOSAL_LIMIT>(bytes, what)?;
+            if proposal.report_ids.len() > MAX_PROPOSAL_REPORTS {
+                return Err(CodecError::TooLarge {
+                    what,
+                    len: proposal.report_ids.len(),
+                    limit: MAX_PROPOSAL_REPORTS,
+                });
+            }
+            Message::Proposal(proposal)
+        }
+        Kind::Vote => Message::Vote(decode_limited::<Vote, VOTE_LIMIT>(bytes, what)?),
     })
 }
 

@@ -33,17 +33,23 @@ pub enum Kind {
     EpochSummary = 5,
     /// [`Certificate`]: 2f+1 committee signatures finalizing a summary.
     Certificate = 6,
+    /// [`Proposal`]: a round's proposer proposes a summary (consensus).
+    Proposal = 16,
+    /// [`Vote`]: a committee member's prevote or precommit (consensus).
+    Vote = 17,
 }
 
 impl Kind {
     /// Every kind, in tag order.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::BeaconReport,
         Kind::WitnessReport,
         Kind::MeterReading,
         Kind::MeterAttestation,
         Kind::EpochSummary,
         Kind::Certificate,
+        Kind::Proposal,
+        Kind::Vote,
     ];
 
     /// The wire tag.
@@ -65,6 +71,8 @@ impl Kind {
             Kind::MeterAttestation => "meter_attestation",
             Kind::EpochSummary => "epoch_summary",
             Kind::Certificate => "certificate",
+            Kind::Proposal => "proposal",
+            Kind::Vote => "vote",
         }
     }
 }
@@ -82,7 +90,7 @@ impl<C> Decode<C> for Kind {
         let tag = u8::decode(decoder)?;
         Kind::from_tag(tag).ok_or(bincode::error::DecodeError::UnexpectedVariant {
             type_name: "Kind",
-            allowed: &bincode::error::AllowedEnumVariants::Range { min: 1, max: 6 },
+            allowed: &bincode::error::AllowedEnumVariants::Range { min: 1, max: 17 },
             found: u32::from(tag),
         })
     }
@@ -276,6 +284,51 @@ impl Certificate {
     }
 }
 
+/// A consensus proposal: the round's proposer proposes a summary of one
+/// (region, epoch) and lists the ids of the reports it counts, so that every
+/// member can fetch what it misses, validate each report and recompute the
+/// summary before it prevotes.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Proposal {
+    /// The consensus round.
+    pub round: u32,
+    /// Tendermint's valid round: the round in which this value got 2f+1
+    /// prevotes, if the proposer re-proposes a value it saw a quorum for.
+    pub valid_round: Option<u32>,
+    /// The proposed summary (its region and epoch name the consensus instance).
+    pub summary: EpochSummary,
+    /// Ids of the reports the summary counts, sorted, no duplicates.
+    pub report_ids: Vec<Hash32>,
+}
+
+/// The two voting steps of a Tendermint round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub enum VoteStep {
+    /// First vote of a round: the member holds and validated the proposal.
+    Prevote,
+    /// Second vote: the member saw 2f+1 prevotes for the value.
+    Precommit,
+}
+
+/// A committee member's vote in one round of one (region, epoch).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Vote {
+    /// The region.
+    pub region: Region,
+    /// The epoch.
+    pub epoch: u64,
+    /// The consensus round.
+    pub round: u32,
+    /// Prevote or precommit.
+    pub step: VoteStep,
+    /// Hash of the summary voted for ([`crate::codec::summary_hash`]), or
+    /// `None` for a nil vote.
+    pub value: Option<Hash32>,
+    /// On a precommit for a value: the member's ed25519 signature over
+    /// [`Certificate::sign_bytes`], ready to go into the certificate.
+    pub commit_signature: Option<[u8; 64]>,
+}
+
 /// A decoded message body of any kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -291,6 +344,10 @@ pub enum Message {
     EpochSummary(EpochSummary),
     /// See [`Certificate`].
     Certificate(Certificate),
+    /// See [`Proposal`].
+    Proposal(Proposal),
+    /// See [`Vote`].
+    Vote(Vote),
 }
 
 impl Message {
@@ -303,6 +360,8 @@ impl Message {
             Message::MeterAttestation(_) => Kind::MeterAttestation,
             Message::EpochSummary(_) => Kind::EpochSummary,
             Message::Certificate(_) => Kind::Certificate,
+            Message::Proposal(_) => Kind::Proposal,
+            Message::Vote(_) => Kind::Vote,
         }
     }
 }

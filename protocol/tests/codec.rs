@@ -191,3 +191,40 @@ fn fixed_size_bodies_encode_to_their_documented_sizes() {
     assert_eq!(sample(strategies::epoch_summary().prop_map(Message::EpochSummary).boxed()), 204);
     assert_eq!(sample(strategies::certificate(0).prop_map(Message::Certificate).boxed()), 52 + 8);
 }
+
+#[test]
+fn consensus_bodies_at_their_largest_fit_their_limits() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let summary = strategies::epoch_summary().new_tree(&mut runner).expect("tree").current();
+    let proposal = Message::Proposal(meshd_protocol::message::Proposal {
+        round: u32::MAX,
+        valid_round: Some(u32::MAX),
+        summary,
+        report_ids: vec![meshd_protocol::Hash32([7; 32]); codec::MAX_PROPOSAL_REPORTS],
+    });
+    let len = codec::encode_body(&proposal).expect("encode").len();
+    assert_eq!(len, 221 + codec::MAX_PROPOSAL_REPORTS * 32);
+    assert!(len <= codec::PROPOSAL_LIMIT);
+    let vote = Message::Vote(meshd_protocol::message::Vote {
+        region: meshd_protocol::geo::Region(1),
+        epoch: 2,
+        round: 3,
+        step: meshd_protocol::message::VoteStep::Precommit,
+        value: Some(meshd_protocol::Hash32([1; 32])),
+        commit_signature: Some([2; 64]),
+    });
+    assert_eq!(codec::encode_body(&vote).expect("encode").len(), 122);
+}
+
+#[test]
+fn a_proposal_listing_more_reports_than_allowed_cannot_be_encoded() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let summary = strategies::epoch_summary().new_tree(&mut runner).expect("tree").current();
+    let proposal = Message::Proposal(meshd_protocol::message::Proposal {
+        round: 0,
+        valid_round: None,
+        summary,
+        report_ids: vec![meshd_protocol::Hash32::ZERO; codec::MAX_PROPOSAL_REPORTS + 1],
+    });
+    assert!(matches!(codec::encode_body(&proposal), Err(CodecError::TooLarge { .. })));
+}

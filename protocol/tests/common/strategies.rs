@@ -8,7 +8,7 @@ use meshd_protocol::id::{GatewayId, MeterId};
 use meshd_protocol::keys::Keypair;
 use meshd_protocol::message::{
     BeaconId, BeaconReport, Certificate, CommitSignature, DataRate, EpochSummary, Message, MeterAttestation,
-    MeterReading, MeterStatus, WitnessReport,
+    MeterReading, MeterStatus, Proposal, Vote, VoteStep, WitnessReport,
 };
 use proptest::prelude::*;
 
@@ -156,6 +156,45 @@ pub fn certificate(max_signatures: usize) -> impl Strategy<Value = Certificate> 
         })
 }
 
+pub fn proposal(max_reports: usize) -> impl Strategy<Value = Proposal> {
+    (
+        any::<u32>(),
+        proptest::option::of(any::<u32>()),
+        epoch_summary(),
+        proptest::collection::vec(hash(), 0..=max_reports),
+    )
+        .prop_map(|(round, valid_round, summary, report_ids)| Proposal {
+            round,
+            valid_round,
+            summary,
+            report_ids,
+        })
+}
+
+pub fn vote() -> impl Strategy<Value = Vote> {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        any::<u32>(),
+        prop_oneof![Just(VoteStep::Prevote), Just(VoteStep::Precommit)],
+        proptest::option::of(hash()),
+        proptest::option::of((any::<[u8; 32]>(), any::<[u8; 32]>())),
+    )
+        .prop_map(|(region, epoch, round, step, value, sig)| Vote {
+            region: Region(region),
+            epoch,
+            round,
+            step,
+            value,
+            commit_signature: sig.map(|(a, b)| {
+                let mut signature = [0u8; 64];
+                signature[..32].copy_from_slice(&a);
+                signature[32..].copy_from_slice(&b);
+                signature
+            }),
+        })
+}
+
 /// Any message of any kind, certificates up to the committee limit.
 pub fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
@@ -165,5 +204,7 @@ pub fn message() -> impl Strategy<Value = Message> {
         meter_attestation().prop_map(Message::MeterAttestation),
         epoch_summary().prop_map(Message::EpochSummary),
         certificate(meshd_protocol::codec::MAX_COMMITTEE).prop_map(Message::Certificate),
+        proposal(meshd_protocol::codec::MAX_PROPOSAL_REPORTS).prop_map(Message::Proposal),
+        vote().prop_map(Message::Vote),
     ]
 }

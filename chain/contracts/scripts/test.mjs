@@ -263,6 +263,24 @@ async function main() {
     );
     const tree0 = anchorTree(summaries0);
 
+    await check("docs/chain.md test vectors: EIP-712 digest, signature and summary leaf", async () => {
+      const verifying = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+      const root = id("meshd test root");
+      const digest = anchorDigest(31337, verifying, 0, 3, root);
+      assert.equal(digest, "0x896f3f3eac82203e4cee025b2066ac792a0f8ef92c00f2c612ca17c4628ee0ed");
+      const key = new ethers.Wallet("0x" + "01".padStart(64, "0"));
+      assert.equal(
+        key.signingKey.sign(digest).serialized,
+        "0x42ef7e44d0583a3a204523cf906199d950a0a9ff105db4596bf826e7b216554d2db9e3e06501323774c6f27d738dee74d9c31745aeebd94081059f7a978e88f11b",
+      );
+      const leaf = [REGION, 1n, id("summary"), id("reports"), id("rewards"), id("energy")];
+      assert.equal(
+        StandardMerkleTree.of([leaf], SUMMARY_TYPES).leafHash(leaf),
+        "0x4909ece1013ca661a2ecb5455cea76107c62e84bcd0a5fd1335c6896f310c6af",
+      );
+      assert.equal(id("Committee(uint32 version,uint64 startEpoch,address[] members)"), await anchor.COMMITTEE_TYPEHASH());
+    });
+
     await check("anchor: digest matches docs/chain.md (EIP-712 computed off-chain)", async () => {
       const digest = await anchor.anchorDigest(0, 3, tree0.root);
       assert.equal(digest, anchorDigest(chainId, anchorAddress, 0, 3, tree0.root));

@@ -234,6 +234,15 @@ async function main() {
       await send(registry.connect(owners[3]).transferGateway(gatewayIds[3], owners[4].address));
       await reverts(registry.connect(owners[3]).transferGateway(gatewayIds[3], owners[3].address), "NotOwner");
       await send(registry.connect(owners[4]).transferGateway(gatewayIds[3], owners[3].address));
+      // Removing a gateway frees its anchor address; updating moves it.
+      const spare = new ethers.Wallet(id("spare anchor key"), provider);
+      await send(registry.registerGateway(id("spare"), owners[0].address, spare.address, 1));
+      await reverts(registry.updateGateway(id("spare"), keys[1].address, 2), "AnchorAddressInUse");
+      await send(registry.updateGateway(id("spare"), outsider.address, 2));
+      assert.equal(await registry.gatewayOfAnchor(spare.address), ethers.ZeroHash);
+      await send(registry.removeGateway(id("spare")));
+      assert.equal(await registry.gatewayOfAnchor(outsider.address), ethers.ZeroHash);
+      await reverts(registry.gatewayOwner(id("spare")), "UnknownGateway");
     });
 
     const c4 = keys.slice(0, 4).sort(byAddress);
@@ -244,6 +253,8 @@ async function main() {
       await reverts(anchor.scheduleCommittee(0, [c4[1].address, c4[0].address]), "MembersNotAscending");
       await reverts(anchor.scheduleCommittee(0, [outsider.address]), "NotRegisteredAnchor");
       await reverts(anchor.scheduleCommittee(0, []), "InvalidCommitteeSize");
+      await reverts(anchor.connect(outsider).scheduleCommittee(0, [c4[0].address]), "AccessControlUnauthorizedAccount");
+      await reverts(anchor.rotateCommittee(0, [c4[0].address], [], "0x"), "NoCommittee");
       await send(anchor.scheduleCommittee(0, c4.map((w) => w.address)));
       assert.equal(await anchor.lastVersion(), 1n);
       assert.deepEqual([...(await anchor.committee())].map(Number), [0, 0, 1, 4, 0]);
@@ -333,6 +344,12 @@ async function main() {
       s = sign([...c4.slice(0, 2), keys[10]], digest47);
       await reverts(anchor.anchor(4, 7, root47, s.signers, s.signatures), "NotCommitteeMember");
       await reverts(anchor.anchor(4, 7, root47, s.signers, "0x1234"), "SignaturesLengthMismatch");
+      // The malleable twin of a valid signature (s' = n − s, v flipped) is refused.
+      s = sign(c4.slice(0, 3), digest47);
+      const sig0 = ethers.Signature.from(ethers.dataSlice(s.signatures, 0, 65));
+      const n = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
+      const twin = ethers.concat([sig0.r, ethers.toBeHex(n - BigInt(sig0.s), 32), sig0.v === 27 ? "0x1c" : "0x1b"]);
+      await reverts(anchor.anchor(4, 7, root47, s.signers, ethers.concat([twin, ethers.dataSlice(s.signatures, 65)])), "InvalidSignature", [0, s.signers[0]]);
     });
 
     await check("anchor: replay, overlap, empty root and inverted range refused", async () => {
@@ -479,6 +496,10 @@ async function main() {
       s = sign(c64.slice(0, 43), anchorDigest(chainId, anchorAddress, to, to, root));
       await send(anchor.anchor(to, to, root, s.signers, s.signatures));
       await reverts(certificate.mint(...mintArgs(3, meter1)), "MintWindowClosed", [3, to + 1]);
+      // Gaps between anchored ranges are allowed.
+      s = sign(c64.slice(0, 43), anchorDigest(chainId, anchorAddress, to + 10, to + 12, root));
+      await send(anchor.anchor(to + 10, to + 12, root, s.signers, s.signatures));
+      assert.equal(await anchor.nextEpoch(), BigInt(to + 13));
     });
   } finally {
     child.kill("SIGTERM");

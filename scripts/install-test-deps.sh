@@ -3,13 +3,15 @@
 #
 # meshd-gossip's NAT traversal test (gossip/tests/nat_traversal.rs) builds its
 # own network namespaces with `ip` (iproute2) and NAT routers with `iptables`
-# masquerade. Both come from Debian packages. The script is idempotent: it
+# masquerade. The contracts' tests (chain/contracts/test.sh) need Node.js and
+# npm for the Solidity compiler and anvil. All come from Debian packages. The script is idempotent: it
 # installs only what is missing and does nothing when everything is present.
 set -euo pipefail
 
 missing=()
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0

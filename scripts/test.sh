@@ -16,5 +16,11 @@ if [ -x scripts/install-test-deps.sh ]; then
     scripts/install-test-deps.sh
 fi
 
+# The Solidity contracts: artifact check and end-to-end tests on a local anvil
+# (skipped when arguments select part of the cargo suite).
+if [ "$#" -eq 0 ]; then
+    bash chain/contracts/test.sh
+fi
+
 # --locked: test exactly the dependency versions of Cargo.lock.
 exec cargo test --workspace --locked "$@"

@@ -1,0 +1,213 @@
+//! Who decides a region's epochs, when a gateway beacons, and what an anchor signs.
+
+use std::collections::BTreeSet;
+
+use meshd_protocol::codec::MAX_COMMITTEE;
+use meshd_protocol::geo::{Location, Region};
+use meshd_protocol::merkle::MerkleTree;
+use meshd_protocol::{GatewayId, Hash32, hash::keccak256_concat, keccak256};
+
+/// Fewest members a committee has. Below four, BFT tolerates no fault at all
+/// (f = ⌊(n − 1) / 3⌋ = 0), so a region that small joins its parent H3 cell.
+pub const MIN_COMMITTEE: usize = 4;
+
+/// A committee: registered gateways sorted by id, at most [`MAX_COMMITTEE`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committee {
+    members: Vec<GatewayId>,
+}
+
+impl Committee {
+    /// The committee of these members (sorted, deduplicated). When more than
+    /// [`MAX_COMMITTEE`] register, the sample is the members with the smallest
+    /// `keccak256(seed ‖ id)`: deterministic, and not chosen by the members.
+    pub fn new(members: impl IntoIterator<Item = GatewayId>, seed: &Hash32) -> Committee {
+        let set: BTreeSet<GatewayId> = members.into_iter().collect();
+        let mut members: Vec<GatewayId> = set.into_iter().collect();
+        if members.len() > MAX_COMMITTEE {
+            members.sort_by_key(|m| keccak256_concat(&[&seed.0, &m.0]));
+            members.truncate(MAX_COMMITTEE);
+            members.sort();
+        }
+        Committee { members }
+    }
+
+    /// The members, sorted.
+    pub fn members(&self) -> &[GatewayId] {
+        &self.members
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether there are no members.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The index of a member.
+    pub fn index(&self, id: &GatewayId) -> Option<usize> {
+        self.members.binary_search(id).ok()
+    }
+
+    /// The hash summaries carry: keccak256 of the sorted member ids.
+    pub fn hash(&self) -> Hash32 {
+        let mut bytes = Vec::with_capacity(self.members.len() * 32);
+        for m in &self.members {
+            bytes.extend_from_slice(&m.0);
+        }
+        keccak256(bytes)
+    }
+}
+
+/// The region whose committee a gateway in `home` joins: `home` itself when
+/// at least [`MIN_COMMITTEE`] registered gateways are located in it, else the
+/// nearest ancestor H3 cell that has that many (the coarsest region,
+/// [`Region::MIN_RESOLUTION`], when none has).
+///
+/// Every gateway of a small cell computes the same ancestor from the same
+/// registry, so they meet in one committee; its reports carry that region.
+pub fn committee_region(home: Region, registry: &[(GatewayId, Location)]) -> Region {
+    let mut region = home;
+    loop {
+        let members = registry.iter().filter(|(_, at)| region.contains(*at)).count();
+        if members >= MIN_COMMITTEE {
+            return region;
+        }
+        match region.parent() {
+            Ok(parent) => region = parent,
+            Err(_) => return region,
+        }
+    }
+}
+
+/// Share of an epoch, from its start, in which no beacon is sent: the
+/// previous epoch is decided during its grace period at the start of this
+/// one, and its summary hash is the beacon's entropy. A quarter leaves the
+/// decision a margin of several consensus rounds.
+pub const BEACON_WINDOW_START_DIVISOR: u64 = 4;
+
+/// When a gateway transmits its beacon in an epoch: a moment in the last
+/// three quarters of the epoch (see [`BEACON_WINDOW_START_DIVISOR`]) that
+/// nobody knows before the previous summary is final, since it is derived
+/// from that summary's hash and the gateway's key.
+pub fn beacon_time_ms(
+    previous: &Hash32,
+    gateway: &GatewayId,
+    epoch: u64,
+    start_ms: u64,
+    length_ms: u64,
+) -> u64 {
+    let skip = length_ms / BEACON_WINDOW_START_DIVISOR;
+    let window = (length_ms - skip).max(1);
+    let digest = keccak256_concat(&[b"meshd.beacon-time.v1", &previous.0, &gateway.0, &epoch.to_le_bytes()]);
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&digest.0[..8]);
+    start_ms + skip + u64::from_le_bytes(word) % window
+}
+
+/// The EIP-712 type of an anchor, signed by the anchor committee.
+pub const ANCHOR_TYPE: &str = "Anchor(uint64 region,uint64 firstEpoch,uint64 lastEpoch,bytes32 root)";
+
+/// The EIP-712 domain type.
+pub const DOMAIN_TYPE: &str =
+    "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)";
+
+/// The chain a region's anchors go to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnchorDomain {
+    /// EVM chain id.
+    pub chain_id: u64,
+    /// The `EpochAnchor` contract's address.
+    pub contract: [u8; 20],
+}
+
+/// Merkle root (OpenZeppelin-compatible) over the hashes of the finalized
+/// summaries of an anchor period, each leaf the double hash of a summary hash.
+pub fn anchor_root(summary_hashes: &[Hash32]) -> Hash32 {
+    MerkleTree::new(summary_hashes.iter().map(meshd_protocol::merkle::report_leaf)).root()
+}
+
+fn word_u64(v: u64) -> [u8; 32] {
+    let mut w = [0u8; 32];
+    w[24..].copy_from_slice(&v.to_be_bytes());
+    w
+}
+
+/// The EIP-712 digest the anchor committee signs for epochs
+/// `first..=last` of `region` with Merkle root `root`:
+/// `keccak256(0x1901 ‖ domainSeparator ‖ hashStruct(Anchor))`, the domain
+/// named "meshd EpochAnchor", version "1".
+pub fn anchor_digest(domain: &AnchorDomain, region: Region, first: u64, last: u64, root: &Hash32) -> Hash32 {
+    let mut address = [0u8; 32];
+    address[12..].copy_from_slice(&domain.contract);
+    let separator = keccak256_concat(&[
+        &keccak256(DOMAIN_TYPE).0,
+        &keccak256("meshd EpochAnchor").0,
+        &keccak256("1").0,
+        &word_u64(domain.chain_id),
+        &address,
+    ]);
+    let structured = keccak256_concat(&[
+        &keccak256(ANCHOR_TYPE).0,
+        &word_u64(region.0),
+        &word_u64(first),
+        &word_u64(last),
+        &root.0,
+    ]);
+    keccak256_concat(&[b"\x19\x01", &separator.0, &structured.0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(b: u8) -> GatewayId {
+        GatewayId([b; 32])
+    }
+
+    #[test]
+    fn a_committee_is_sorted_and_deduplicated() {
+        let c = Committee::new([id(3), id(1), id(3), id(2)], &Hash32::ZERO);
+        assert_eq!(c.members(), &[id(1), id(2), id(3)]);
+        assert_eq!(c.index(&id(2)), Some(1));
+    }
+
+    #[test]
+    fn a_large_registry_is_sampled_down_to_the_committee_limit() {
+        let c = Committee::new((0..=200u8).map(id), &Hash32::ZERO);
+        assert_eq!(c.len(), MAX_COMMITTEE);
+    }
+
+    #[test]
+    fn a_region_with_fewer_than_four_gateways_joins_its_parent_cell() {
+        let here = Location::from_lat_lng(48.85, 2.35).expect("location");
+        let home = Region::of(here, 8).expect("region");
+        let three: Vec<_> = (0..3).map(|i| (id(i), here)).collect();
+        let region = committee_region(home, &three);
+        assert_ne!(region, home);
+        assert_eq!(region.resolution().ok(), Some(Region::MIN_RESOLUTION));
+        let four: Vec<_> = (0..4).map(|i| (id(i), here)).collect();
+        assert_eq!(committee_region(home, &four), home);
+    }
+
+    #[test]
+    fn the_beacon_time_lies_in_the_window_and_depends_on_the_entropy() {
+        let a = beacon_time_ms(&Hash32([1; 32]), &id(1), 7, 1_000, 60_000);
+        let b = beacon_time_ms(&Hash32([2; 32]), &id(1), 7, 1_000, 60_000);
+        assert!((16_000..61_000).contains(&a));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn the_anchor_digest_changes_with_every_field() {
+        let d = AnchorDomain { chain_id: 1, contract: [9; 20] };
+        let root = anchor_root(&[Hash32([1; 32]), Hash32([2; 32])]);
+        let base = anchor_digest(&d, Region(5), 0, 3, &root);
+        assert_ne!(base, anchor_digest(&d, Region(5), 0, 4, &root));
+        assert_ne!(base, anchor_digest(&AnchorDomain { chain_id: 2, ..d.clone() }, Region(5), 0, 3, &root));
+        assert_ne!(base, anchor_digest(&d, Region(6), 0, 3, &root));
+    }
+}

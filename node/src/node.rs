@@ -1,0 +1,1401 @@
+//! The gateway's state machine: inputs in, outputs out, no IO.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use meshd_protocol::codec;
+use meshd_protocol::envelope::{Domain, Envelope};
+use meshd_protocol::epoch::EpochClock;
+use meshd_protocol::geo::{Location, Region};
+use meshd_protocol::keys::Keypair;
+use meshd_protocol::message::{
+    BeaconId, BeaconReport, Certificate, CommitSignature, DataRate, EpochSummary, Message, Proposal, Vote,
+    VoteStep, WitnessReport,
+};
+use meshd_protocol::reward::RewardParams;
+use meshd_protocol::rules::witness;
+use meshd_protocol::signature;
+use meshd_protocol::{GatewayId, Hash32, beacon};
+
+use crate::committee::{AnchorDomain, Committee, anchor_digest, anchor_root, beacon_time_ms};
+use crate::consensus::{Action, Instance, Step, TimeoutStep};
+use crate::pool::{self, Context, Limits, Pool, Reason, Report};
+
+/// Consensus timeouts, in ms. Round `r` waits `base + r · delta`, so that
+/// after the network settles some round is long enough for a quorum.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Wait for a proposal. Default 3,000 ms: fetching missing reports from the
+    /// proposer is two message delays plus validation, well under a second on
+    /// a WAN, with margin for a Raspberry Pi under load.
+    pub propose_ms: u64,
+    /// Wait after 2f+1 prevotes of any kind. Default 1,000 ms (one gossip round trip and slack).
+    pub prevote_ms: u64,
+    /// Wait after 2f+1 precommits of any kind. Default 1,000 ms, as prevote.
+    pub precommit_ms: u64,
+    /// Added per round. Default 500 ms: ten rounds double the first's timeouts.
+    pub delta_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { propose_ms: 3_000, prevote_ms: 1_000, precommit_ms: 1_000, delta_ms: 500 }
+    }
+}
+
+/// What this gateway transmits as a beacon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Radio {
+    /// The gateway's asserted location.
+    pub location: Location,
+    /// Antenna gain, tenths of a dBi.
+    pub antenna_gain_ddbi: i16,
+    /// Conducted transmit power, tenths of a dBm.
+    pub tx_power_ddbm: i16,
+    /// Beacon frequency, Hz.
+    pub frequency_hz: u32,
+    /// Beacon modulation.
+    pub datarate: DataRate,
+}
+
+/// The node's configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Network name: the signing domain.
+    pub network: String,
+    /// The committee region (see [`crate::committee::committee_region`]).
+    pub region: Region,
+    /// The epoch schedule.
+    pub clock: EpochClock,
+    /// The region's first epoch: its `previous` is [`Hash32::ZERO`].
+    pub first_epoch: u64,
+    /// Consensus timeouts.
+    pub timeouts: Timeouts,
+    /// Spam limits of the report pool.
+    pub limits: Limits,
+    /// Witness rules.
+    pub witness: witness::Params,
+    /// Reward formula.
+    pub rewards: RewardParams,
+    /// This gateway's radio.
+    pub radio: Radio,
+    /// Anchor every this many epochs (`A`); 0 disables anchoring.
+    pub anchor_every: u64,
+    /// The anchor contract.
+    pub anchor_domain: AnchorDomain,
+    /// Rounds after which a deciding epoch is reported stalled. Default 4:
+    /// with honest leaders rotating, f+1 consecutive bad rounds are unlikely
+    /// past four unless the committee lacks a quorum.
+    pub stall_rounds: u32,
+}
+
+/// A gossip topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// The region's topic: reports, proposals, votes.
+    Region(Region),
+    /// The global topic: finalized summaries and certificates.
+    Global,
+}
+
+/// A request to another gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Report envelopes by id.
+    Reports {
+        /// The epoch.
+        epoch: u64,
+        /// The ids.
+        ids: Vec<Hash32>,
+    },
+    /// The finalized summary and certificate of an epoch.
+    Decision {
+        /// The epoch.
+        epoch: u64,
+    },
+}
+
+/// An answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// The encoded envelopes held of those asked for.
+    Reports(Vec<Vec<u8>>),
+    /// A finalized summary with its certificate.
+    Decision {
+        /// The summary.
+        summary: Box<EpochSummary>,
+        /// Its certificate.
+        certificate: Box<Certificate>,
+    },
+    /// The responder does not have it.
+    NotFound,
+}
+
+/// Why a fetch failed (transport side).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// No answer in time.
+    #[error("the peer did not answer in time")]
+    Timeout,
+    /// The peer could not be reached.
+    #[error("the peer is unreachable")]
+    Unreachable,
+}
+
+/// A LoRa frame this gateway heard that carried a beacon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heard {
+    /// The beacon id (the frame's payload).
+    pub beacon_id: BeaconId,
+    /// RSSI, tenths of a dBm.
+    pub rssi_ddbm: i16,
+    /// SNR, tenths of a dB.
+    pub snr_ddb: i16,
+    /// Frequency, Hz.
+    pub frequency_hz: u32,
+    /// Modulation.
+    pub datarate: DataRate,
+    /// Concentrator counter, µs.
+    pub tmst_us: u32,
+}
+
+/// An input to [`Node::handle_input`]. Every input carries the current time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// Time passed (the deadline of [`Output::Timeout`] or any later moment).
+    Timeout {
+        /// Now, Unix ms.
+        now_ms: u64,
+    },
+    /// A gossip message arrived.
+    Gossip {
+        /// Now, Unix ms.
+        now_ms: u64,
+        /// The gateway that forwarded it.
+        from: GatewayId,
+        /// The encoded envelope.
+        bytes: Vec<u8>,
+    },
+    /// A peer asks for something; answer with [`Output::Respond`] of the same id.
+    FetchRequest {
+        /// Now, Unix ms.
+        now_ms: u64,
+        /// The transport's id of the request.
+        id: u64,
+        /// The asking peer.
+        from: GatewayId,
+        /// What it asks.
+        request: Request,
+    },
+    /// The answer to an [`Output::Fetch`] of the same id.
+    FetchResponse {
+        /// Now, Unix ms.
+        now_ms: u64,
+        /// The fetch's id.
+        id: u64,
+        /// The answer.
+        result: Result<Response, FetchError>,
+    },
+    /// The batch of [`Output::Persist`] with this id is durable.
+    Persisted {
+        /// Now, Unix ms.
+        now_ms: u64,
+        /// The persist's id.
+        id: u64,
+    },
+    /// The concentrator heard a beacon.
+    BeaconHeard {
+        /// Now, Unix ms (the reception time).
+        now_ms: u64,
+        /// The frame.
+        heard: Heard,
+    },
+    /// The chain's registry of gateways changed.
+    Registry {
+        /// Now, Unix ms.
+        now_ms: u64,
+        /// Registered gateways of the committee region.
+        members: Vec<GatewayId>,
+    },
+}
+
+/// A durable record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A vote this member signed (its envelope); restored on start.
+    Vote(Envelope),
+    /// A finalized summary with its certificate.
+    Finalized {
+        /// The summary.
+        summary: EpochSummary,
+        /// Its certificate.
+        certificate: Certificate,
+    },
+}
+
+/// What the node kept durably, handed back on start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// Every record persisted, in order.
+    pub records: Vec<Record>,
+}
+
+/// Something the node observed, for logs and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// An epoch's summary is final.
+    Finalized {
+        /// The epoch.
+        epoch: u64,
+        /// The deciding round.
+        round: u32,
+        /// The summary's hash.
+        summary: Hash32,
+    },
+    /// An epoch cannot progress, and why.
+    Stalled {
+        /// The epoch.
+        epoch: u64,
+        /// Why.
+        reason: Stall,
+    },
+}
+
+/// Why an epoch is stalled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stall {
+    /// The previous epoch is not final, so this one's summary cannot be computed.
+    WaitingForPrevious,
+    /// Fewer than [`crate::committee::MIN_COMMITTEE`] members are registered.
+    CommitteeTooSmall,
+    /// Rounds keep failing: no quorum agrees (round reached).
+    NoQuorum(u32),
+}
+
+/// An effect for the driver to carry out.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Publish an encoded envelope on a topic.
+    Publish {
+        /// The topic.
+        topic: Topic,
+        /// The encoded envelope.
+        bytes: Vec<u8>,
+    },
+    /// Ask `peer`; answer with [`Input::FetchResponse`] of the same id.
+    Fetch {
+        /// The fetch's id.
+        id: u64,
+        /// Whom to ask.
+        peer: GatewayId,
+        /// What to ask.
+        request: Request,
+    },
+    /// Answer the [`Input::FetchRequest`] of this id.
+    Respond {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        response: Response,
+    },
+    /// Write these records durably, in order, after all earlier persists;
+    /// then send [`Input::Persisted`] with this id. Outputs that depend on
+    /// the batch are held until then.
+    Persist {
+        /// The persist's id.
+        id: u64,
+        /// The records.
+        batch: Vec<Record>,
+    },
+    /// Transmit this beacon now.
+    TransmitBeacon {
+        /// The epoch.
+        epoch: u64,
+        /// The payload.
+        beacon_id: BeaconId,
+    },
+    /// Sign this anchor digest with the anchor key and submit it.
+    SignAnchor {
+        /// First epoch covered.
+        first: u64,
+        /// Last epoch covered.
+        last: u64,
+        /// Merkle root over the summaries' hashes.
+        root: Hash32,
+        /// The EIP-712 digest to sign.
+        digest: Hash32,
+    },
+    /// An observation.
+    Event(Event),
+    /// Nothing more to do until this moment (Unix ms): call
+    /// [`Node::handle_input`] with [`Input::Timeout`] then, or earlier on input.
+    Timeout(u64),
+}
+
+/// Counters of the node (plain integers; the daemon exports them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Reports admitted to a pool.
+    pub reports_admitted: u64,
+    /// Refusals by reason code.
+    pub refused: BTreeMap<&'static str, u64>,
+    /// Signatures verified.
+    pub signatures_verified: u64,
+    /// Consensus messages dropped as duplicates before verification.
+    pub duplicates: u64,
+    /// Proposals sent.
+    pub proposals_sent: u64,
+    /// Votes sent.
+    pub votes_sent: u64,
+    /// Votes not signed because they would conflict with a stored one.
+    pub conflicting_votes_refused: u64,
+    /// Messages published.
+    pub published: u64,
+    /// Bytes published.
+    pub published_bytes: u64,
+    /// Fetches sent.
+    pub fetches: u64,
+    /// Epochs finalized.
+    pub finalized: u64,
+    /// Epochs finalized from a fetched certificate.
+    pub caught_up: u64,
+    /// Outputs dropped because the queue was full.
+    pub outputs_dropped: u64,
+    /// Equivocations seen (conflicting proposals or votes from one member).
+    pub equivocations: u64,
+}
+
+/// Where an epoch stands, for the status endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Collecting reports.
+    Open,
+    /// In its grace period.
+    Grace,
+    /// The committee is deciding it, in this round.
+    Deciding(u32),
+    /// Final.
+    Finalized,
+    /// Not progressing.
+    Stalled(Stall),
+}
+
+/// Most outputs queued before [`Node::poll_output`] drains them. One input
+/// causes at most a few dozen (a vote, a proposal, fetches, a decision); 4096
+/// leaves a driver that polls once per input far from it. Beyond it outputs
+/// are dropped and counted, which gossip and fetch retries tolerate.
+pub const MAX_QUEUED_OUTPUTS: usize = 4096;
+
+/// Most consensus message ids remembered per epoch for duplicate suppression:
+/// a round has n ≤ 128 prevotes, n precommits and a proposal; 16 rounds of
+/// that (the rounds kept ahead) fit.
+pub const MAX_SEEN_MESSAGES: usize = 16 * (2 * codec::MAX_COMMITTEE + 1);
+
+/// Finalized epochs kept in memory to answer catch-up fetches and build
+/// anchors. 256 epochs of an hour are ten days: a gateway partitioned longer
+/// re-syncs from the chain's anchors instead.
+pub const KEEP_FINALIZED: usize = 256;
+
+/// Distinct proposed values remembered per epoch: one per round kept.
+pub const MAX_PROPOSALS: usize = 2 * crate::consensus::MAX_ROUNDS_AHEAD as usize;
+
+#[derive(Clone, Debug)]
+struct Proposed {
+    summary: EpochSummary,
+    report_ids: Vec<Hash32>,
+    proposer: GatewayId,
+}
+
+#[derive(Clone, Debug)]
+struct Finalized {
+    summary: EpochSummary,
+    hash: Hash32,
+    certificate: Certificate,
+}
+
+#[derive(Debug, Default)]
+struct EpochState {
+    pool: Pool,
+    instance: Option<Instance>,
+    proposals: BTreeMap<Hash32, Proposed>,
+    /// Values whose reports are being fetched, by fetch id.
+    fetching: BTreeMap<u64, Hash32>,
+    commit_sigs: BTreeMap<(u32, Hash32), BTreeMap<GatewayId, [u8; 64]>>,
+    deadlines: BTreeMap<(u32, TimeoutStep), u64>,
+    seen: BTreeSet<Hash32>,
+    decision_fetch: Option<u64>,
+    /// When to next ask a member for this epoch's decision while deciding.
+    poll_at: Option<u64>,
+    beaconed: bool,
+    stalled: Option<Stall>,
+}
+
+/// The gateway's brain. See the crate docs for the run loop.
+pub struct Node {
+    config: Config,
+    key: Keypair,
+    me: GatewayId,
+    domain: Domain,
+    registry: BTreeSet<GatewayId>,
+    committee: Committee,
+    epochs: BTreeMap<u64, EpochState>,
+    finalized: BTreeMap<u64, Finalized>,
+    /// Votes this member signed: (epoch, round, step) → value.
+    signed: BTreeMap<(u64, u32, VoteStep), Option<Hash32>>,
+    queue: VecDeque<Output>,
+    held: BTreeMap<u64, Vec<Output>>,
+    next_id: u64,
+    now_ms: u64,
+    /// Highest epoch a committee member was seen deciding.
+    max_seen_epoch: u64,
+    catch_up_peer: Option<GatewayId>,
+    anchored: BTreeSet<u64>,
+    metrics: Metrics,
+}
+
+impl Node {
+    /// A node from its config, key, registry and stored state, at `now_ms`.
+    pub fn new(config: Config, key: Keypair, registry: Vec<GatewayId>, stored: Stored, now_ms: u64) -> Node {
+        let me = key.gateway_id();
+        let domain = Domain::new(&config.network);
+        let registry: BTreeSet<GatewayId> = registry.into_iter().collect();
+        let committee = Committee::new(registry.iter().copied(), &Hash32::ZERO);
+        let mut node = Node {
+            config,
+            key,
+            me,
+            domain,
+            registry,
+            committee,
+            epochs: BTreeMap::new(),
+            finalized: BTreeMap::new(),
+            signed: BTreeMap::new(),
+            queue: VecDeque::new(),
+            held: BTreeMap::new(),
+            next_id: 0,
+            now_ms,
+            max_seen_epoch: 0,
+            catch_up_peer: None,
+            anchored: BTreeSet::new(),
+            metrics: Metrics::default(),
+        };
+        let mut republish = Vec::new();
+        // Finalized epochs first: votes of those need no restoring.
+        let (finalized, votes): (Vec<Record>, Vec<Record>) =
+            stored.records.into_iter().partition(|r| matches!(r, Record::Finalized { .. }));
+        for record in finalized.into_iter().chain(votes) {
+            match record {
+                Record::Finalized { summary, certificate } => {
+                    let hash = pool::summary_hash(&summary);
+                    node.finalized.insert(summary.epoch, Finalized { summary, hash, certificate });
+                }
+                Record::Vote(envelope) => {
+                    if let Ok(Message::Vote(v)) = envelope.open() {
+                        node.signed.insert((v.epoch, v.round, v.step), v.value);
+                        if !node.finalized.contains_key(&v.epoch) {
+                            if let Some(sig) = v.commit_signature
+                                && let Some(value) = v.value
+                            {
+                                let me = node.me;
+                                let state = node.epochs.entry(v.epoch).or_default();
+                                state.commit_sigs.entry((v.round, value)).or_default().insert(me, sig);
+                            }
+                            let instance = node.instance(v.epoch);
+                            instance.restore(v.round, v.step, v.value);
+                            // The vote is durable but may never have left:
+                            // send it again (the same signed bytes).
+                            republish.push(envelope);
+                        }
+                    }
+                }
+            }
+        }
+        for envelope in republish {
+            if let Ok(bytes) = codec::encode_envelope(&envelope) {
+                node.push(Output::Publish { topic: Topic::Region(node.config.region), bytes });
+            }
+        }
+        node.prune();
+        node
+    }
+
+    /// This gateway's id.
+    pub fn id(&self) -> GatewayId {
+        self.me
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The finalized summary of an epoch and its certificate.
+    pub fn finalized(&self, epoch: u64) -> Option<(&EpochSummary, &Certificate)> {
+        self.finalized.get(&epoch).map(|f| (&f.summary, &f.certificate))
+    }
+
+    /// Finalized epochs held in memory, in order.
+    pub fn finalized_epochs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.finalized.keys().copied()
+    }
+
+    /// Where an epoch stands at the last input's time.
+    pub fn status(&self, epoch: u64) -> Status {
+        if self.finalized.contains_key(&epoch) {
+            return Status::Finalized;
+        }
+        if let Some(stall) = self.epochs.get(&epoch).and_then(|e| e.stalled) {
+            return Status::Stalled(stall);
+        }
+        match self.config.clock.phase(epoch, self.now_ms) {
+            meshd_protocol::epoch::Phase::Pending | meshd_protocol::epoch::Phase::Open => Status::Open,
+            meshd_protocol::epoch::Phase::Grace => Status::Grace,
+            meshd_protocol::epoch::Phase::Deciding => Status::Deciding(
+                self.epochs.get(&epoch).and_then(|e| e.instance.as_ref()).map_or(0, Instance::round),
+            ),
+        }
+    }
+
+    /// The next output. Drain until it returns [`Output::Timeout`].
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(out) = self.queue.pop_front() {
+            return out;
+        }
+        Output::Timeout(self.next_deadline())
+    }
+
+    /// Feeds one input.
+    pub fn handle_input(&mut self, input: Input) {
+        match input {
+            Input::Timeout { now_ms } => self.tick(now_ms),
+            Input::Gossip { now_ms, from, bytes } => {
+                self.tick(now_ms);
+                self.on_gossip(from, &bytes);
+            }
+            Input::FetchRequest { now_ms, id, from, request } => {
+                self.tick(now_ms);
+                let response = self.answer(&request);
+                let _ = from;
+                self.push(Output::Respond { id, response });
+            }
+            Input::FetchResponse { now_ms, id, result } => {
+                self.tick(now_ms);
+                self.on_fetch_response(id, result);
+            }
+            Input::Persisted { now_ms, id } => {
+                if let Some(outputs) = self.held.remove(&id) {
+                    for out in outputs {
+                        self.push(out);
+                    }
+                }
+                self.tick(now_ms);
+            }
+            Input::BeaconHeard { now_ms, heard } => {
+                self.tick(now_ms);
+                self.on_heard(heard);
+            }
+            Input::Registry { now_ms, members } => {
+                self.registry = members.into_iter().collect();
+                self.committee = Committee::new(self.registry.iter().copied(), &Hash32::ZERO);
+                self.tick(now_ms);
+            }
+        }
+    }
+
+    fn id_next(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn push(&mut self, out: Output) {
+        if self.queue.len() >= MAX_QUEUED_OUTPUTS {
+            self.metrics.outputs_dropped += 1;
+            return;
+        }
+        if let Output::Publish { bytes, .. } = &out {
+            self.metrics.published += 1;
+            self.metrics.published_bytes += bytes.len() as u64;
+        }
+        if let Output::Fetch { .. } = &out {
+            self.metrics.fetches += 1;
+        }
+        self.queue.push_back(out);
+    }
+
+    fn refuse(&mut self, reason: &Reason) {
+        *self.metrics.refused.entry(reason.as_str()).or_default() += 1;
+    }
+
+    fn instance(&mut self, epoch: u64) -> &mut Instance {
+        let size = self.committee.len();
+        let me = self.committee.index(&self.me);
+        let state = self.epochs.entry(epoch).or_default();
+        state.instance.get_or_insert_with(|| Instance::new(size, me, epoch))
+    }
+
+    fn previous(&self, epoch: u64) -> Option<Hash32> {
+        if epoch <= self.config.first_epoch {
+            return Some(Hash32::ZERO);
+        }
+        self.finalized.get(&(epoch - 1)).map(|f| f.hash)
+    }
+
+    fn context(&self, epoch: u64) -> Option<Context> {
+        Some(Context {
+            region: self.config.region,
+            epoch,
+            previous: self.previous(epoch)?,
+            committee_hash: self.committee.hash(),
+            registry: self.registry.clone(),
+            witness: self.config.witness.clone(),
+            rewards: self.config.rewards,
+            limits: self.config.limits.clone(),
+        })
+    }
+
+    /// The lowest epoch not finalized that can be decided by now.
+    fn deciding_epochs(&self) -> Vec<u64> {
+        let Ok(current) = self.config.clock.epoch_at(self.now_ms) else { return Vec::new() };
+        let low = self
+            .finalized
+            .keys()
+            .next_back()
+            .map_or(self.config.first_epoch, |e| e + 1)
+            .max(self.config.first_epoch);
+        (low..current.saturating_add(1))
+            .filter(|e| !self.finalized.contains_key(e))
+            .filter(|e| self.config.clock.decides_at_ms(*e).is_ok_and(|t| t <= self.now_ms))
+            .take(2)
+            .collect()
+    }
+
+    fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let now = self.now_ms;
+        // Expired consensus timeouts.
+        let mut fired: Vec<(u64, u32, TimeoutStep)> = Vec::new();
+        for (epoch, state) in &mut self.epochs {
+            let due: Vec<(u32, TimeoutStep)> =
+                state.deadlines.iter().filter(|(_, at)| **at <= now).map(|(k, _)| *k).collect();
+            for k in due {
+                state.deadlines.remove(&k);
+                fired.push((*epoch, k.0, k.1));
+            }
+        }
+        for (epoch, round, step) in fired {
+            let mut actions = Vec::new();
+            self.instance(epoch).on_timeout(round, step, &mut actions);
+            self.apply(epoch, actions);
+        }
+        // Start deciding epochs whose grace period is over.
+        for epoch in self.deciding_epochs() {
+            self.start_deciding(epoch);
+            self.poll_decision(epoch);
+        }
+        self.beacon();
+        self.prune();
+    }
+
+    fn start_deciding(&mut self, epoch: u64) {
+        if self.committee.len() < crate::committee::MIN_COMMITTEE {
+            self.stall(epoch, Stall::CommitteeTooSmall);
+            return;
+        }
+        if self.previous(epoch).is_none() {
+            self.stall(epoch, Stall::WaitingForPrevious);
+            return;
+        }
+        if self.epochs.get(&epoch).and_then(|e| e.instance.as_ref()).is_some_and(Instance::started) {
+            let round = self.epochs.get(&epoch).and_then(|e| e.instance.as_ref()).map_or(0, Instance::round);
+            if round >= self.config.stall_rounds {
+                self.stall(epoch, Stall::NoQuorum(round));
+            }
+            return;
+        }
+        if let Some(state) = self.epochs.get_mut(&epoch) {
+            state.stalled = None;
+        }
+        let mut actions = Vec::new();
+        self.instance(epoch).start(&mut actions);
+        self.apply(epoch, actions);
+        // Proposals that arrived before the previous epoch was final.
+        let pending: Vec<Hash32> =
+            self.epochs.get(&epoch).map(|s| s.proposals.keys().copied().collect()).unwrap_or_default();
+        for value in pending {
+            self.evaluate(epoch, value);
+        }
+    }
+
+    /// A member stuck in an epoch the others already decided hears nothing
+    /// more of it: every [`Node::poll_interval`] it asks the next member for
+    /// the decision (an answer is a certificate, checked like any other).
+    fn poll_decision(&mut self, epoch: u64) {
+        let interval = self.poll_interval();
+        let now = self.now_ms;
+        let Some(state) = self.epochs.get_mut(&epoch) else { return };
+        if !state.instance.as_ref().is_some_and(Instance::started) || state.decision_fetch.is_some() {
+            return;
+        }
+        match state.poll_at {
+            None => state.poll_at = Some(now + interval),
+            Some(at) if at <= now => {
+                state.poll_at = Some(now + interval);
+                let n = self.committee.len().max(1);
+                let turn = (now / interval.max(1)) as usize;
+                let peer = (0..n).map(|k| self.committee.members()[(turn + k) % n]).find(|m| *m != self.me);
+                if let Some(peer) = peer {
+                    let id = self.id_next();
+                    self.epochs.entry(epoch).or_default().decision_fetch = Some(id);
+                    self.push(Output::Fetch { id, peer, request: Request::Decision { epoch } });
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// How often a deciding member asks a peer for the decision: twice the
+    /// propose timeout, so a healthy committee decides before anyone asks.
+    fn poll_interval(&self) -> u64 {
+        2 * self.config.timeouts.propose_ms.max(1)
+    }
+
+    fn stall(&mut self, epoch: u64, reason: Stall) {
+        let state = self.epochs.entry(epoch).or_default();
+        if state.stalled != Some(reason) {
+            state.stalled = Some(reason);
+            self.push(Output::Event(Event::Stalled { epoch, reason }));
+        }
+    }
+
+    fn next_deadline(&self) -> u64 {
+        let mut next = u64::MAX;
+        for state in self.epochs.values() {
+            if let Some(at) = state.deadlines.values().min() {
+                next = next.min(*at);
+            }
+            if let Some(at) = state.poll_at {
+                next = next.min(at.max(self.now_ms));
+            }
+        }
+        if let Ok(current) = self.config.clock.epoch_at(self.now_ms) {
+            for e in [current.saturating_sub(1), current, current + 1] {
+                if let Ok(t) = self.config.clock.decides_at_ms(e)
+                    && t > self.now_ms
+                    && !self.finalized.contains_key(&e)
+                {
+                    next = next.min(t);
+                }
+            }
+            if let Some(t) = self.beacon_time(current)
+                && !self.epochs.get(&current).is_some_and(|s| s.beaconed)
+            {
+                next = next.min(t.max(self.now_ms));
+            }
+        } else if let Ok(t) = self.config.clock.start_ms(0) {
+            next = next.min(t);
+        }
+        // Re-check stalled rounds now and then, so status stays fresh.
+        next
+    }
+
+    fn beacon_time(&self, epoch: u64) -> Option<u64> {
+        let previous = self.previous(epoch)?;
+        let start = self.config.clock.start_ms(epoch).ok()?;
+        Some(beacon_time_ms(&previous, &self.me, epoch, start, self.config.clock.length_ms()))
+    }
+
+    fn beacon(&mut self) {
+        let Ok(epoch) = self.config.clock.epoch_at(self.now_ms) else { return };
+        if epoch < self.config.first_epoch || !self.registry.contains(&self.me) {
+            return;
+        }
+        let Some(at) = self.beacon_time(epoch) else { return };
+        if self.now_ms < at || self.epochs.get(&epoch).is_some_and(|s| s.beaconed) {
+            return;
+        }
+        let Some(entropy) = self.previous(epoch) else { return };
+        self.epochs.entry(epoch).or_default().beaconed = true;
+        let radio = self.config.radio.clone();
+        let report = BeaconReport {
+            region: self.config.region,
+            epoch,
+            location: radio.location,
+            antenna_gain_ddbi: radio.antenna_gain_ddbi,
+            tx_power_ddbm: radio.tx_power_ddbm,
+            frequency_hz: radio.frequency_hz,
+            datarate: radio.datarate,
+            entropy,
+            beacon_id: beacon::beacon_id(&entropy, &self.me, epoch),
+            transmitted_at_ms: self.now_ms,
+        };
+        let beacon_id = report.beacon_id;
+        self.push(Output::TransmitBeacon { epoch, beacon_id });
+        self.publish_report(epoch, Message::BeaconReport(report));
+    }
+
+    fn on_heard(&mut self, heard: Heard) {
+        let Ok(epoch) = self.config.clock.epoch_at(self.now_ms) else { return };
+        let report = WitnessReport {
+            region: self.config.region,
+            epoch,
+            beacon_id: heard.beacon_id,
+            location: self.config.radio.location,
+            antenna_gain_ddbi: self.config.radio.antenna_gain_ddbi,
+            rssi_ddbm: heard.rssi_ddbm,
+            snr_ddb: heard.snr_ddb,
+            frequency_hz: heard.frequency_hz,
+            datarate: heard.datarate,
+            received_at_ms: self.now_ms,
+            tmst_us: heard.tmst_us,
+        };
+        self.publish_report(epoch, Message::WitnessReport(report));
+    }
+
+    fn publish_report(&mut self, epoch: u64, message: Message) {
+        let Ok(envelope) = Envelope::seal(&self.domain, &self.key, &message) else { return };
+        let Ok(bytes) = codec::encode_envelope(&envelope) else { return };
+        self.offer(epoch, envelope);
+        self.push(Output::Publish { topic: Topic::Region(self.config.region), bytes });
+    }
+
+    fn offer(&mut self, epoch: u64, envelope: Envelope) {
+        let Some(ctx) = self.report_context(epoch) else { return };
+        let clock = self.config.clock;
+        let domain = self.domain.clone();
+        let now = self.now_ms;
+        let state = self.epochs.entry(epoch).or_default();
+        match state.pool.offer(&domain, &ctx, &clock, now, envelope) {
+            Ok(_) => {
+                self.metrics.reports_admitted += 1;
+                self.metrics.signatures_verified += 1;
+            }
+            Err(reason) => {
+                if !matches!(reason, Reason::Duplicate | Reason::Early | Reason::TooLate) {
+                    self.metrics.signatures_verified += 1;
+                }
+                self.refuse(&reason);
+            }
+        }
+    }
+
+    /// A context for admitting reports: the previous hash may not be known
+    /// yet (beacon derivation is checked when counting, not on admission).
+    fn report_context(&self, epoch: u64) -> Option<Context> {
+        let mut ctx = self.context(epoch).or_else(|| {
+            let mut c = self.context(self.config.first_epoch)?;
+            c.epoch = epoch;
+            Some(c)
+        })?;
+        ctx.epoch = epoch;
+        Some(ctx)
+    }
+
+    fn on_gossip(&mut self, from: GatewayId, bytes: &[u8]) {
+        let Ok(envelope) = codec::decode_envelope(bytes) else {
+            self.refuse(&Reason::Malformed);
+            return;
+        };
+        let _ = from;
+        match envelope.kind {
+            meshd_protocol::message::Kind::BeaconReport
+            | meshd_protocol::message::Kind::WitnessReport
+            | meshd_protocol::message::Kind::MeterAttestation => {
+                // The epoch is in the body; peek without verifying (the pool verifies once).
+                let epoch = match envelope.open() {
+                    Ok(Message::BeaconReport(b)) => b.epoch,
+                    Ok(Message::WitnessReport(w)) => w.epoch,
+                    Ok(Message::MeterAttestation(a)) => a.epoch,
+                    _ => {
+                        self.refuse(&Reason::Malformed);
+                        return;
+                    }
+                };
+                let Ok(current) = self.config.clock.epoch_at(self.now_ms) else { return };
+                if epoch + 1 < current || epoch > current + 1 {
+                    self.refuse(&Reason::WrongEpoch);
+                    return;
+                }
+                self.offer(epoch, envelope);
+            }
+            meshd_protocol::message::Kind::Proposal | meshd_protocol::message::Kind::Vote => {
+                self.on_consensus(envelope)
+            }
+            meshd_protocol::message::Kind::Certificate | meshd_protocol::message::Kind::EpochSummary => {}
+            _ => self.refuse(&Reason::WrongKind),
+        }
+    }
+
+    fn on_consensus(&mut self, envelope: Envelope) {
+        let Ok(id) = envelope.id() else { return };
+        let signer = GatewayId(envelope.signer);
+        let Some(member) = self.committee.index(&signer) else {
+            self.refuse(&Reason::Unregistered);
+            return;
+        };
+        let Ok(message) = envelope.open() else {
+            self.refuse(&Reason::Malformed);
+            return;
+        };
+        let (region, epoch) = match &message {
+            Message::Proposal(p) => (p.summary.region, p.summary.epoch),
+            Message::Vote(v) => (v.region, v.epoch),
+            _ => return,
+        };
+        if region != self.config.region {
+            self.refuse(&Reason::WrongRegion);
+            return;
+        }
+        let Ok(current) = self.config.clock.epoch_at(self.now_ms) else { return };
+        let oldest = self.finalized.keys().next_back().map_or(self.config.first_epoch, |e| e + 1);
+        if epoch > current || epoch < self.config.first_epoch {
+            self.refuse(&Reason::WrongEpoch);
+            return;
+        }
+        if self.finalized.contains_key(&epoch) || epoch + 2 < oldest {
+            return;
+        }
+        // Duplicates are dropped before the signature is verified.
+        let state = self.epochs.entry(epoch).or_default();
+        if state.seen.contains(&id) {
+            self.metrics.duplicates += 1;
+            return;
+        }
+        if state.seen.len() < MAX_SEEN_MESSAGES {
+            state.seen.insert(id);
+        }
+        self.metrics.signatures_verified += 1;
+        if signature::verify(&self.domain, &envelope).is_err() {
+            self.refuse(&Reason::BadSignature);
+            return;
+        }
+        // A member deciding a later epoch has finalized the earlier ones.
+        if epoch > self.max_seen_epoch || self.catch_up_peer.is_none() {
+            self.max_seen_epoch = self.max_seen_epoch.max(epoch);
+            self.catch_up_peer = Some(signer);
+        }
+        self.catch_up();
+        if epoch > oldest + 1 {
+            return;
+        }
+        let mut actions = Vec::new();
+        match message {
+            Message::Proposal(p) => {
+                let value = pool::summary_hash(&p.summary);
+                let state = self.epochs.entry(epoch).or_default();
+                if !state.proposals.contains_key(&value) && state.proposals.len() < MAX_PROPOSALS {
+                    state.proposals.insert(
+                        value,
+                        Proposed {
+                            summary: p.summary.clone(),
+                            report_ids: p.report_ids.clone(),
+                            proposer: signer,
+                        },
+                    );
+                }
+                let before = self.instance(epoch).equivocations();
+                self.instance(epoch).on_proposal(member, p.round, p.valid_round, value, &mut actions);
+                self.metrics.equivocations += self.instance(epoch).equivocations() - before;
+                self.apply(epoch, actions);
+                self.evaluate(epoch, value);
+            }
+            Message::Vote(v) => {
+                if v.step == VoteStep::Precommit
+                    && let Some(value) = v.value
+                {
+                    let Some(sig) = v.commit_signature else {
+                        self.refuse(&Reason::BadSignature);
+                        return;
+                    };
+                    let bytes = Certificate::sign_bytes(&self.config.network, region, epoch, v.round, &value);
+                    self.metrics.signatures_verified += 1;
+                    if signature::verify_raw(&signer.0, &bytes, &sig).is_err() {
+                        self.refuse(&Reason::BadSignature);
+                        return;
+                    }
+                    let state = self.epochs.entry(epoch).or_default();
+                    state.commit_sigs.entry((v.round, value)).or_default().entry(signer).or_insert(sig);
+                }
+                let before = self.instance(epoch).equivocations();
+                self.instance(epoch).on_vote(member, v.round, v.step, v.value, &mut actions);
+                self.metrics.equivocations += self.instance(epoch).equivocations() - before;
+                self.apply(epoch, actions);
+            }
+            _ => {}
+        }
+    }
+
+    /// Fetches the decision of the lowest unfinalized epoch from a member
+    /// seen deciding a later one.
+    fn catch_up(&mut self) {
+        let Some(peer) = self.catch_up_peer else { return };
+        let low = self.finalized.keys().next_back().map_or(self.config.first_epoch, |e| e + 1);
+        if self.max_seen_epoch <= low {
+            return;
+        }
+        let state = self.epochs.entry(low).or_default();
+        if state.decision_fetch.is_some() {
+            return;
+        }
+        let id = self.id_next();
+        self.epochs.entry(low).or_default().decision_fetch = Some(id);
+        self.push(Output::Fetch { id, peer, request: Request::Decision { epoch: low } });
+    }
+
+    /// Decides whether a proposed value is valid, fetching missing reports first.
+    fn evaluate(&mut self, epoch: u64, value: Hash32) {
+        let Some(ctx) = self.context(epoch) else { return };
+        let Some(state) = self.epochs.get(&epoch) else { return };
+        if state.instance.as_ref().and_then(|i| i.validity(&value)).is_some()
+            || state.fetching.values().any(|v| *v == value)
+        {
+            return;
+        }
+        let Some(proposed) = state.proposals.get(&value).cloned() else { return };
+        let missing: Vec<Hash32> =
+            proposed.report_ids.iter().filter(|id| !state.pool.contains(id)).copied().collect();
+        if !missing.is_empty() {
+            let id = self.id_next();
+            self.epochs.entry(epoch).or_default().fetching.insert(id, value);
+            self.push(Output::Fetch {
+                id,
+                peer: proposed.proposer,
+                request: Request::Reports { epoch, ids: missing },
+            });
+            return;
+        }
+        self.judge(epoch, value, &ctx, &proposed);
+    }
+
+    fn judge(&mut self, epoch: u64, value: Hash32, ctx: &Context, proposed: &Proposed) {
+        let Some(state) = self.epochs.get(&epoch) else { return };
+        let reports: Option<Vec<&Report>> = proposed.report_ids.iter().map(|id| state.pool.get(id)).collect();
+        let valid = match reports {
+            None => false,
+            Some(reports) => match pool::summarize(ctx, &reports) {
+                Ok(summary) => summary == proposed.summary,
+                Err((_, reason)) => {
+                    *self.metrics.refused.entry(reason.as_str()).or_default() += 1;
+                    false
+                }
+            },
+        };
+        let mut actions = Vec::new();
+        self.instance(epoch).set_validity(value, valid, &mut actions);
+        self.apply(epoch, actions);
+    }
+
+    fn on_fetch_response(&mut self, id: u64, result: Result<Response, FetchError>) {
+        let found = self.epochs.iter().find_map(|(e, s)| {
+            s.fetching
+                .get(&id)
+                .map(|v| (*e, Some(*v)))
+                .or((s.decision_fetch == Some(id)).then_some((*e, None)))
+        });
+        let Some((epoch, value)) = found else { return };
+        match value {
+            Some(value) => {
+                if let Some(s) = self.epochs.get_mut(&epoch) {
+                    s.fetching.remove(&id);
+                }
+                if let (Ok(Response::Reports(list)), Some(ctx)) = (&result, self.context(epoch)) {
+                    let wanted: BTreeSet<Hash32> = self
+                        .epochs
+                        .get(&epoch)
+                        .and_then(|s| s.proposals.get(&value))
+                        .map(|p| p.report_ids.iter().copied().collect())
+                        .unwrap_or_default();
+                    for bytes in list.iter().take(wanted.len()) {
+                        let Ok(envelope) = codec::decode_envelope(bytes) else { continue };
+                        if !envelope.id().is_ok_and(|i| wanted.contains(&i)) {
+                            continue;
+                        }
+                        self.metrics.signatures_verified += 1;
+                        match pool::verify_report(&self.domain, &ctx, envelope) {
+                            Ok(report) => self.epochs.entry(epoch).or_default().pool.insert(report),
+                            Err(reason) => self.refuse(&reason),
+                        }
+                    }
+                }
+                // Whatever is still missing now cannot be had from the proposer.
+                let Some(ctx) = self.context(epoch) else { return };
+                let Some(proposed) = self.epochs.get(&epoch).and_then(|s| s.proposals.get(&value)).cloned()
+                else {
+                    return;
+                };
+                self.judge(epoch, value, &ctx, &proposed);
+            }
+            None => {
+                if let Some(s) = self.epochs.get_mut(&epoch) {
+                    s.decision_fetch = None;
+                }
+                if let Ok(Response::Decision { summary, certificate }) = result
+                    && self.certificate_valid(epoch, &summary, &certificate)
+                {
+                    self.metrics.caught_up += 1;
+                    self.finalize(*summary, *certificate);
+                    self.catch_up();
+                }
+            }
+        }
+    }
+
+    fn certificate_valid(&mut self, epoch: u64, summary: &EpochSummary, certificate: &Certificate) -> bool {
+        let hash = pool::summary_hash(summary);
+        if summary.epoch != epoch
+            || summary.region != self.config.region
+            || certificate.epoch != epoch
+            || certificate.region != self.config.region
+            || certificate.summary != hash
+        {
+            return false;
+        }
+        let bytes =
+            Certificate::sign_bytes(&self.config.network, summary.region, epoch, certificate.round, &hash);
+        let mut signers = BTreeSet::new();
+        for s in &certificate.signatures {
+            if self.committee.index(&s.signer).is_none() || signers.contains(&s.signer) {
+                continue;
+            }
+            self.metrics.signatures_verified += 1;
+            if signature::verify_raw(&s.signer.0, &bytes, &s.signature).is_ok() {
+                signers.insert(s.signer);
+            }
+        }
+        signers.len() > 2 * self.committee.len() / 3
+    }
+
+    fn answer(&self, request: &Request) -> Response {
+        match request {
+            Request::Reports { epoch, ids } => {
+                let Some(state) = self.epochs.get(epoch) else { return Response::NotFound };
+                let list: Vec<Vec<u8>> = ids
+                    .iter()
+                    .take(codec::MAX_PROPOSAL_REPORTS)
+                    .filter_map(|id| state.pool.get(id))
+                    .filter_map(|r| codec::encode_envelope(&r.envelope).ok())
+                    .collect();
+                Response::Reports(list)
+            }
+            Request::Decision { epoch } => match self.finalized.get(epoch) {
+                Some(f) => Response::Decision {
+                    summary: Box::new(f.summary.clone()),
+                    certificate: Box::new(f.certificate.clone()),
+                },
+                None => Response::NotFound,
+            },
+        }
+    }
+
+    fn apply(&mut self, epoch: u64, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Schedule { round, step } => {
+                    let t = &self.config.timeouts;
+                    let base = match step {
+                        TimeoutStep::Propose => t.propose_ms,
+                        TimeoutStep::Prevote => t.prevote_ms,
+                        TimeoutStep::Precommit => t.precommit_ms,
+                    };
+                    let at = self.now_ms + base + t.delta_ms * u64::from(round);
+                    self.epochs.entry(epoch).or_default().deadlines.insert((round, step), at);
+                }
+                Action::Propose { round, valid_round, value } => {
+                    self.propose(epoch, round, valid_round, value)
+                }
+                Action::Vote { round, step, value } => self.vote(epoch, round, step, value),
+                Action::Decided { round, value } => self.decided(epoch, round, value),
+            }
+        }
+    }
+
+    fn propose(&mut self, epoch: u64, round: u32, valid_round: Option<u32>, value: Option<Hash32>) {
+        let Some(ctx) = self.context(epoch) else { return };
+        let (summary, report_ids) =
+            match value.and_then(|v| self.epochs.get(&epoch)?.proposals.get(&v).cloned()) {
+                Some(p) => (p.summary, p.report_ids),
+                None => {
+                    let Some(state) = self.epochs.get(&epoch) else { return };
+                    let ids = pool::select(&ctx, &state.pool);
+                    let reports: Vec<&Report> = ids.iter().filter_map(|id| state.pool.get(id)).collect();
+                    let Ok(summary) = pool::summarize(&ctx, &reports) else { return };
+                    (summary, ids)
+                }
+            };
+        let valid_round = if value.is_some() { valid_round } else { None };
+        let hash = pool::summary_hash(&summary);
+        let message = Message::Proposal(Proposal {
+            round,
+            valid_round,
+            summary: summary.clone(),
+            report_ids: report_ids.clone(),
+        });
+        let Ok(envelope) = Envelope::seal(&self.domain, &self.key, &message) else { return };
+        let Ok(bytes) = codec::encode_envelope(&envelope) else { return };
+        let me = self.me;
+        let member = self.committee.index(&me);
+        let state = self.epochs.entry(epoch).or_default();
+        if let Ok(id) = envelope.id() {
+            state.seen.insert(id);
+        }
+        state.proposals.entry(hash).or_insert(Proposed { summary, report_ids, proposer: me });
+        self.metrics.proposals_sent += 1;
+        self.push(Output::Publish { topic: Topic::Region(self.config.region), bytes });
+        let mut actions = Vec::new();
+        if let Some(member) = member {
+            let instance = self.instance(epoch);
+            instance.on_proposal(member, round, valid_round, hash, &mut actions);
+            instance.set_validity(hash, true, &mut actions);
+        }
+        self.apply(epoch, actions);
+    }
+
+    fn vote(&mut self, epoch: u64, round: u32, step: VoteStep, value: Option<Hash32>) {
+        // Never sign a vote that conflicts with one signed before (restart included).
+        match self.signed.get(&(epoch, round, step)) {
+            Some(v) if *v != value => {
+                self.metrics.conflicting_votes_refused += 1;
+                return;
+            }
+            Some(_) => return,
+            None => {}
+        }
+        let region = self.config.region;
+        let commit_signature = match (step, value) {
+            (VoteStep::Precommit, Some(v)) => {
+                let sig =
+                    self.key.sign(&Certificate::sign_bytes(&self.config.network, region, epoch, round, &v));
+                self.epochs
+                    .entry(epoch)
+                    .or_default()
+                    .commit_sigs
+                    .entry((round, v))
+                    .or_default()
+                    .insert(self.me, sig);
+                Some(sig)
+            }
+            _ => None,
+        };
+        let vote = Vote { region, epoch, round, step, value, commit_signature };
+        let Ok(envelope) = Envelope::seal(&self.domain, &self.key, &Message::Vote(vote)) else { return };
+        let Ok(bytes) = codec::encode_envelope(&envelope) else { return };
+        if let Ok(id) = envelope.id() {
+            self.epochs.entry(epoch).or_default().seen.insert(id);
+        }
+        self.signed.insert((epoch, round, step), value);
+        self.metrics.votes_sent += 1;
+        let id = self.id_next();
+        self.push(Output::Persist { id, batch: vec![Record::Vote(envelope)] });
+        self.held.insert(id, vec![Output::Publish { topic: Topic::Region(region), bytes }]);
+    }
+
+    fn decided(&mut self, epoch: u64, round: u32, value: Hash32) {
+        let proposed = self.epochs.get(&epoch).and_then(|s| s.proposals.get(&value)).cloned();
+        let Some(proposed) = proposed else {
+            // Decided without the proposal: fetch the decision from a precommitter.
+            let voters = self.instance(epoch).voters(round, VoteStep::Precommit, &value);
+            if let Some(peer) = voters.first().and_then(|i| self.committee.members().get(*i)).copied() {
+                self.catch_up_peer = Some(peer);
+                self.max_seen_epoch = self.max_seen_epoch.max(epoch + 1);
+                self.catch_up();
+            }
+            return;
+        };
+        let sigs = self
+            .epochs
+            .get(&epoch)
+            .and_then(|s| s.commit_sigs.get(&(round, value)))
+            .cloned()
+            .unwrap_or_default();
+        let certificate = Certificate {
+            region: self.config.region,
+            epoch,
+            round,
+            summary: value,
+            signatures: sigs
+                .into_iter()
+                .map(|(signer, signature)| CommitSignature { signer, signature })
+                .collect(),
+        };
+        let proposer_index = self.instance(epoch).proposer(round);
+        let proposer = self.committee.members().get(proposer_index).copied();
+        let summary = proposed.summary;
+        if proposer == Some(self.me) {
+            for message in [Message::EpochSummary(summary.clone()), Message::Certificate(certificate.clone())]
+            {
+                if let Ok(bytes) =
+                    Envelope::seal(&self.domain, &self.key, &message).and_then(|e| codec::encode_envelope(&e))
+                {
+                    self.push(Output::Publish { topic: Topic::Global, bytes });
+                }
+            }
+        }
+        self.finalize(summary, certificate);
+    }
+
+    fn finalize(&mut self, summary: EpochSummary, certificate: Certificate) {
+        let epoch = summary.epoch;
+        if self.finalized.contains_key(&epoch) {
+            return;
+        }
+        let hash = pool::summary_hash(&summary);
+        let round = certificate.round;
+        self.finalized
+            .insert(epoch, Finalized { summary: summary.clone(), hash, certificate: certificate.clone() });
+        self.metrics.finalized += 1;
+        if let Some(state) = self.epochs.get_mut(&epoch) {
+            state.deadlines.clear();
+            state.stalled = None;
+            state.poll_at = None;
+        }
+        let id = self.id_next();
+        self.push(Output::Persist { id, batch: vec![Record::Finalized { summary, certificate }] });
+        let mut after = vec![Output::Event(Event::Finalized { epoch, round, summary: hash })];
+        if let Some(anchor) = self.anchor(epoch) {
+            after.push(anchor);
+        }
+        self.held.insert(id, after);
+        // The next epoch may have been waiting for this one.
+        for next in self.deciding_epochs() {
+            self.start_deciding(next);
+        }
+    }
+
+    fn anchor(&mut self, epoch: u64) -> Option<Output> {
+        let a = self.config.anchor_every;
+        if a == 0 {
+            return None;
+        }
+        let first = epoch - epoch % a;
+        let last = first + a - 1;
+        if self.anchored.contains(&first) {
+            return None;
+        }
+        let hashes: Option<Vec<Hash32>> =
+            (first..=last).map(|e| self.finalized.get(&e).map(|f| f.hash)).collect();
+        let hashes = hashes?;
+        self.anchored.insert(first);
+        let root = anchor_root(&hashes);
+        let digest = anchor_digest(&self.config.anchor_domain, self.config.region, first, last, &root);
+        Some(Output::SignAnchor { first, last, root, digest })
+    }
+
+    fn prune(&mut self) {
+        while self.finalized.len() > KEEP_FINALIZED {
+            self.finalized.pop_first();
+        }
+        let Ok(current) = self.config.clock.epoch_at(self.now_ms) else { return };
+        let low = self.finalized.keys().next_back().map_or(self.config.first_epoch, |e| e + 1);
+        // Keep the epochs still being decided, the one before (late fetches)
+        // and the open ones; drop the rest.
+        let keep_from = low.saturating_sub(1).min(current.saturating_sub(1));
+        self.epochs.retain(|e, _| *e >= keep_from);
+        for state in self.epochs.values_mut() {
+            if let Some(i) = state.instance.as_mut() {
+                i.prune();
+            }
+        }
+        let signed_from = keep_from;
+        self.signed.retain(|(e, _, _), _| *e >= signed_from);
+        let _ = Step::Propose;
+    }
+}

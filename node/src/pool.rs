@@ -1,0 +1,409 @@
+//! The report pool of one (region, epoch) and the summary it yields.
+//!
+//! [`Pool::offer`] admits gossiped reports: duplicates are dropped by message
+//! id before any signature is checked, each signature is verified once, the
+//! epoch's timing (grace period included) and the per-epoch and per-gateway
+//! limits are enforced, and every refusal is counted under a reason code.
+//!
+//! [`select`] picks, deterministically, the reports a proposer counts, and
+//! [`summarize`] recomputes an [`EpochSummary`] from a listed set of reports;
+//! a member prevotes a proposal only if [`summarize`] over the listed reports
+//! yields exactly the proposed summary. Both apply the same content rules, so
+//! the result does not depend on when or from whom a report arrived.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use meshd_protocol::codec::{self, MAX_PROPOSAL_REPORTS};
+use meshd_protocol::envelope::{Domain, Envelope};
+use meshd_protocol::epoch::EpochClock;
+use meshd_protocol::geo::Region;
+use meshd_protocol::merkle::{MerkleTree, report_leaf};
+use meshd_protocol::message::{BeaconId, BeaconReport, EpochSummary, Message, WitnessReport};
+use meshd_protocol::reward::{RewardParams, RewardTally};
+use meshd_protocol::rules::witness;
+use meshd_protocol::{GatewayId, Hash32, beacon, signature};
+
+/// Limits of a pool against spam.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most reports admitted per (region, epoch). Default and maximum
+    /// [`MAX_PROPOSAL_REPORTS`]: a proposal must be able to list them all.
+    pub per_epoch: usize,
+    /// Most reports admitted per signing gateway per epoch. Default 32: one
+    /// beacon plus witnesses of up to 31 beacons, more than a gateway hears in
+    /// an epoch of a small region; a spammer fills at most this share.
+    pub per_gateway: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { per_epoch: MAX_PROPOSAL_REPORTS, per_gateway: 32 }
+    }
+}
+
+/// The facts a summary of one (region, epoch) depends on.
+#[derive(Clone, Debug)]
+pub struct Context {
+    /// The region.
+    pub region: Region,
+    /// The epoch.
+    pub epoch: u64,
+    /// Hash of the region's previous finalized summary: the beacons' entropy.
+    pub previous: Hash32,
+    /// Hash of the committee deciding the epoch.
+    pub committee_hash: Hash32,
+    /// The registered gateways (signers of admissible reports).
+    pub registry: BTreeSet<GatewayId>,
+    /// Witness validity rules.
+    pub witness: witness::Params,
+    /// Reward formula.
+    pub rewards: RewardParams,
+    /// Spam limits.
+    pub limits: Limits,
+}
+
+/// Why a report is refused or does not count. The `as_str` codes are metric labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// The bytes are not an envelope.
+    Malformed,
+    /// The message id was seen before (dropped before the signature check).
+    Duplicate,
+    /// The signature does not verify.
+    BadSignature,
+    /// Not a report kind the pool takes.
+    WrongKind,
+    /// The report names another region.
+    WrongRegion,
+    /// The report names an epoch other than the pool's.
+    WrongEpoch,
+    /// Before the epoch started.
+    Early,
+    /// After the epoch's grace period.
+    TooLate,
+    /// The signer is not a registered gateway.
+    Unregistered,
+    /// The pool is full for this epoch.
+    EpochFull,
+    /// The signer reached its share of the epoch.
+    GatewayFull,
+    /// A beacon whose id is not derived from the previous summary and the signer.
+    BeaconNotDerived,
+    /// A second beacon of the same gateway in the epoch.
+    SecondBeacon,
+    /// A witness of a beacon not among the counted reports.
+    UnknownBeacon,
+    /// A second witness of the same beacon by the same gateway.
+    SecondWitness,
+    /// A meter attestation: not counted by this version yet.
+    Unsupported,
+    /// A listed report id is not sorted or listed twice.
+    NotSorted,
+    /// Too many reports listed.
+    TooMany,
+    /// A witness rule refused it.
+    Witness(witness::Reason),
+}
+
+impl Reason {
+    /// A short code for logs and metric labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reason::Malformed => "malformed",
+            Reason::Duplicate => "duplicate",
+            Reason::BadSignature => "bad_signature",
+            Reason::WrongKind => "wrong_kind",
+            Reason::WrongRegion => "wrong_region",
+            Reason::WrongEpoch => "wrong_epoch",
+            Reason::Early => "early",
+            Reason::TooLate => "too_late",
+            Reason::Unregistered => "unregistered",
+            Reason::EpochFull => "epoch_full",
+            Reason::GatewayFull => "gateway_full",
+            Reason::BeaconNotDerived => "beacon_not_derived",
+            Reason::SecondBeacon => "second_beacon",
+            Reason::UnknownBeacon => "unknown_beacon",
+            Reason::SecondWitness => "second_witness",
+            Reason::Unsupported => "unsupported",
+            Reason::NotSorted => "not_sorted",
+            Reason::TooMany => "too_many",
+            Reason::Witness(r) => r.as_str(),
+        }
+    }
+}
+
+/// A report whose signature was verified, with its decoded body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// The message id.
+    pub id: Hash32,
+    /// The envelope as received.
+    pub envelope: Envelope,
+    /// The signer.
+    pub signer: GatewayId,
+    /// The decoded body.
+    pub body: Message,
+}
+
+/// Decodes, checks and verifies one report envelope, with no timing or pool
+/// state: what a member does with a report it fetched for a proposal.
+pub fn verify_report(domain: &Domain, ctx: &Context, envelope: Envelope) -> Result<Report, Reason> {
+    let id = envelope.id().map_err(|_| Reason::Malformed)?;
+    signature::verify(domain, &envelope).map_err(|_| Reason::BadSignature)?;
+    let body = envelope.open().map_err(|_| Reason::Malformed)?;
+    let signer = GatewayId(envelope.signer);
+    let (region, epoch) = match &body {
+        Message::BeaconReport(b) => (b.region, b.epoch),
+        Message::WitnessReport(w) => (w.region, w.epoch),
+        Message::MeterAttestation(a) => (a.region, a.epoch),
+        _ => return Err(Reason::WrongKind),
+    };
+    if region != ctx.region {
+        return Err(Reason::WrongRegion);
+    }
+    if epoch != ctx.epoch {
+        return Err(Reason::WrongEpoch);
+    }
+    if !ctx.registry.contains(&signer) {
+        return Err(Reason::Unregistered);
+    }
+    Ok(Report { id, envelope, signer, body })
+}
+
+/// The reports of one (region, epoch) this node admitted.
+#[derive(Clone, Debug, Default)]
+pub struct Pool {
+    reports: BTreeMap<Hash32, Report>,
+    /// Ids seen, admitted or not: duplicates are dropped before verifying.
+    seen: BTreeSet<Hash32>,
+    per_gateway: BTreeMap<GatewayId, usize>,
+}
+
+/// Most ids a pool remembers as seen, admitted or refused. Four times the
+/// admitted maximum: refused spam beyond it is re-verified, costing the
+/// spammer one signature each, never memory.
+pub const MAX_SEEN: usize = 4 * MAX_PROPOSAL_REPORTS;
+
+impl Pool {
+    /// An empty pool.
+    pub fn new() -> Pool {
+        Pool::default()
+    }
+
+    /// Whether a report of this id is held.
+    pub fn contains(&self, id: &Hash32) -> bool {
+        self.reports.contains_key(id)
+    }
+
+    /// A held report.
+    pub fn get(&self, id: &Hash32) -> Option<&Report> {
+        self.reports.get(id)
+    }
+
+    /// Number of held reports.
+    pub fn len(&self) -> usize {
+        self.reports.len()
+    }
+
+    /// Whether the pool is empty.
+    pub fn is_empty(&self) -> bool {
+        self.reports.is_empty()
+    }
+
+    /// All held reports in id order.
+    pub fn reports(&self) -> impl Iterator<Item = &Report> {
+        self.reports.values()
+    }
+
+    /// Offers a gossiped report at `now_ms`; `Ok` with its id when admitted.
+    pub fn offer(
+        &mut self,
+        domain: &Domain,
+        ctx: &Context,
+        clock: &EpochClock,
+        now_ms: u64,
+        envelope: Envelope,
+    ) -> Result<Hash32, Reason> {
+        let id = envelope.id().map_err(|_| Reason::Malformed)?;
+        if self.seen.contains(&id) {
+            return Err(Reason::Duplicate);
+        }
+        if self.seen.len() < MAX_SEEN {
+            self.seen.insert(id);
+        }
+        match clock.timing(ctx.epoch, now_ms) {
+            meshd_protocol::epoch::Timing::Early => return Err(Reason::Early),
+            meshd_protocol::epoch::Timing::TooLate => return Err(Reason::TooLate),
+            _ => {}
+        }
+        if self.reports.len() >= ctx.limits.per_epoch.min(MAX_PROPOSAL_REPORTS) {
+            return Err(Reason::EpochFull);
+        }
+        if self.per_gateway.get(&GatewayId(envelope.signer)).copied().unwrap_or(0) >= ctx.limits.per_gateway {
+            return Err(Reason::GatewayFull);
+        }
+        let report = verify_report(domain, ctx, envelope)?;
+        if matches!(report.body, Message::MeterAttestation(_)) {
+            return Err(Reason::Unsupported);
+        }
+        self.insert(report);
+        Ok(id)
+    }
+
+    /// Adds a verified report (one fetched for a proposal), outside the limits.
+    pub fn insert(&mut self, report: Report) {
+        if self.reports.contains_key(&report.id) {
+            return;
+        }
+        *self.per_gateway.entry(report.signer).or_default() += 1;
+        self.seen.insert(report.id);
+        self.reports.insert(report.id, report);
+    }
+}
+
+/// The counted reports of a listed set: beacons by id, witnesses per beacon.
+struct Counted<'a> {
+    beacons: BTreeMap<BeaconId, (&'a GatewayId, &'a BeaconReport)>,
+    witnesses: BTreeMap<BeaconId, Vec<GatewayId>>,
+}
+
+/// Applies the content rules to `reports` (in id order); returns the first
+/// refusal, naming the report. Shared by [`select`] and [`summarize`].
+fn count<'a>(ctx: &Context, reports: &[&'a Report]) -> Result<Counted<'a>, (Hash32, Reason)> {
+    let mut beacons: BTreeMap<BeaconId, (&GatewayId, &BeaconReport)> = BTreeMap::new();
+    let mut beaconers: BTreeSet<&GatewayId> = BTreeSet::new();
+    let mut per_gateway: BTreeMap<&GatewayId, usize> = BTreeMap::new();
+    for r in reports {
+        let n = per_gateway.entry(&r.signer).or_default();
+        *n += 1;
+        if *n > ctx.limits.per_gateway {
+            return Err((r.id, Reason::GatewayFull));
+        }
+        if let Message::BeaconReport(b) = &r.body {
+            if b.entropy != ctx.previous || !beacon::is_derived(b, &r.signer) {
+                return Err((r.id, Reason::BeaconNotDerived));
+            }
+            if !beaconers.insert(&r.signer) {
+                return Err((r.id, Reason::SecondBeacon));
+            }
+            if let Err(reason) = witness::beacon_plausible(b) {
+                return Err((r.id, Reason::Witness(reason)));
+            }
+            beacons.insert(b.beacon_id, (&r.signer, b));
+        }
+    }
+    let mut witnesses: BTreeMap<BeaconId, Vec<GatewayId>> = BTreeMap::new();
+    for r in reports {
+        match &r.body {
+            Message::BeaconReport(_) => {}
+            Message::WitnessReport(w) => {
+                let Some((beaconer, b)) = beacons.get(&w.beacon_id) else {
+                    return Err((r.id, Reason::UnknownBeacon));
+                };
+                check_witness(ctx, b, w, beaconer, &r.signer).map_err(|reason| (r.id, reason))?;
+                let list = witnesses.entry(w.beacon_id).or_default();
+                if list.contains(&r.signer) {
+                    return Err((r.id, Reason::SecondWitness));
+                }
+                list.push(r.signer);
+            }
+            Message::MeterAttestation(_) => return Err((r.id, Reason::Unsupported)),
+            _ => return Err((r.id, Reason::WrongKind)),
+        }
+    }
+    Ok(Counted { beacons, witnesses })
+}
+
+fn check_witness(
+    ctx: &Context,
+    b: &BeaconReport,
+    w: &WitnessReport,
+    beaconer: &GatewayId,
+    signer: &GatewayId,
+) -> Result<(), Reason> {
+    witness::check(b, w, beaconer, signer, &ctx.witness).map(|_| ()).map_err(Reason::Witness)
+}
+
+/// The reports a proposer counts: every held report that passes the content
+/// rules, greedily in id order (beacons first, so witnesses find them), capped
+/// at the per-epoch limit. Deterministic for a given pool.
+pub fn select(ctx: &Context, pool: &Pool) -> Vec<Hash32> {
+    let cap = ctx.limits.per_epoch.min(MAX_PROPOSAL_REPORTS);
+    let mut chosen: Vec<Hash32> = Vec::new();
+    let mut per_gateway: BTreeMap<&GatewayId, usize> = BTreeMap::new();
+    let mut beacons: BTreeMap<BeaconId, (&GatewayId, &BeaconReport)> = BTreeMap::new();
+    let mut beaconers: BTreeSet<&GatewayId> = BTreeSet::new();
+    for r in pool.reports() {
+        let Message::BeaconReport(b) = &r.body else { continue };
+        if chosen.len() >= cap || per_gateway.get(&r.signer).copied().unwrap_or(0) >= ctx.limits.per_gateway {
+            continue;
+        }
+        if b.entropy != ctx.previous
+            || !beacon::is_derived(b, &r.signer)
+            || beaconers.contains(&r.signer)
+            || witness::beacon_plausible(b).is_err()
+        {
+            continue;
+        }
+        beaconers.insert(&r.signer);
+        beacons.insert(b.beacon_id, (&r.signer, b));
+        *per_gateway.entry(&r.signer).or_default() += 1;
+        chosen.push(r.id);
+    }
+    let mut witnessed: BTreeSet<(BeaconId, &GatewayId)> = BTreeSet::new();
+    for r in pool.reports() {
+        let Message::WitnessReport(w) = &r.body else { continue };
+        if chosen.len() >= cap || per_gateway.get(&r.signer).copied().unwrap_or(0) >= ctx.limits.per_gateway {
+            continue;
+        }
+        let Some((beaconer, b)) = beacons.get(&w.beacon_id) else { continue };
+        if witnessed.contains(&(w.beacon_id, &r.signer))
+            || check_witness(ctx, b, w, beaconer, &r.signer).is_err()
+        {
+            continue;
+        }
+        witnessed.insert((w.beacon_id, &r.signer));
+        *per_gateway.entry(&r.signer).or_default() += 1;
+        chosen.push(r.id);
+    }
+    chosen.sort();
+    chosen
+}
+
+/// Recomputes the summary of the listed reports (ids sorted, no duplicates).
+pub fn summarize(ctx: &Context, reports: &[&Report]) -> Result<EpochSummary, (Hash32, Reason)> {
+    if reports.len() > ctx.limits.per_epoch.min(MAX_PROPOSAL_REPORTS) {
+        return Err((Hash32::ZERO, Reason::TooMany));
+    }
+    if let Some(w) = reports.windows(2).find(|w| w[0].id >= w[1].id) {
+        return Err((w[1].id, Reason::NotSorted));
+    }
+    let counted = count(ctx, reports)?;
+    let mut tally = RewardTally::new();
+    for (beacon_id, (beaconer, _)) in &counted.beacons {
+        let mut ws = counted.witnesses.get(beacon_id).cloned().unwrap_or_default();
+        ws.sort();
+        tally.add_beacon(&ctx.rewards, beaconer, &ws);
+    }
+    let witness_count: usize = counted.witnesses.values().map(Vec::len).sum();
+    Ok(EpochSummary {
+        region: ctx.region,
+        epoch: ctx.epoch,
+        previous: ctx.previous,
+        reports_root: MerkleTree::new(reports.iter().map(|r| report_leaf(&r.id))).root(),
+        rewards_root: tally.root(),
+        energy_root: MerkleTree::new(std::iter::empty()).root(),
+        beacon_count: counted.beacons.len() as u32,
+        witness_count: witness_count as u32,
+        attestation_count: 0,
+        reward_units: tally.total(),
+        energy_wh: 0,
+        committee_hash: ctx.committee_hash,
+    })
+}
+
+/// The hash of a summary, [`Hash32::ZERO`] if it cannot be encoded (never for
+/// a summary: its encoding has a fixed size under its limit).
+pub fn summary_hash(summary: &EpochSummary) -> Hash32 {
+    codec::summary_hash(summary).unwrap_or(Hash32::ZERO)
+}

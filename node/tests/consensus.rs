@@ -1,0 +1,189 @@
+//! Consensus on epoch summaries, run in the deterministic harness.
+//!
+//! CI runs a few fixed seeds per scenario (seconds). The long sweep:
+//!
+//! ```text
+//! MESHD_SEEDS=1000 cargo test --release -p meshd-node --test consensus -- --ignored
+//! ```
+
+use meshd_node::sim::{Byzantine, Crash, Outcome, Partition, Setup, Sim};
+
+/// Seeds CI runs for each scenario.
+const CI_SEEDS: [u64; 3] = [1, 2, 3];
+
+fn run(setup: Setup) -> Outcome {
+    let seed = setup.seed;
+    let outcome = Sim::new(setup).run();
+    if let Err(violation) = outcome.check_safety() {
+        panic!("seed {seed}: {violation}");
+    }
+    outcome
+}
+
+fn honest_nodes(outcome: &Outcome, n: usize) -> Vec<usize> {
+    (0..n).filter(|i| !outcome.byzantine.contains(i)).collect()
+}
+
+fn assert_all_finalized(outcome: &Outcome, nodes: &[usize], seed: u64) {
+    for &i in nodes {
+        for e in 0..outcome.epochs {
+            assert!(
+                outcome.finalized[i].contains_key(&e),
+                "seed {seed}: node {i} did not finalize epoch {e}"
+            );
+        }
+    }
+}
+
+fn all_honest(n: usize, seed: u64) {
+    let outcome = run(Setup::honest(n, seed));
+    assert_all_finalized(&outcome, &(0..n).collect::<Vec<_>>(), seed);
+}
+
+#[test]
+fn four_honest_members_finalize_identical_summaries() {
+    for seed in CI_SEEDS {
+        all_honest(4, seed);
+    }
+}
+
+#[test]
+fn seven_honest_members_finalize_identical_summaries() {
+    for seed in CI_SEEDS {
+        all_honest(7, seed);
+    }
+}
+
+#[test]
+fn thirty_one_honest_members_finalize_identical_summaries() {
+    all_honest(31, 1);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let a = Sim::new(Setup::honest(4, 9)).run();
+    let b = Sim::new(Setup::honest(4, 9)).run();
+    assert_eq!(a.digest, b.digest);
+    assert_eq!(a.finalized, b.finalized);
+}
+
+fn f_crashed(n: usize, seed: u64) {
+    let f = (n - 1) / 3;
+    let mut setup = Setup::honest(n, seed);
+    setup.crashes = (0..f).map(|i| Crash { node: n - 1 - i, at_ms: 0, restart_ms: None }).collect();
+    let outcome = run(setup);
+    assert_all_finalized(&outcome, &(0..n - f).collect::<Vec<_>>(), seed);
+}
+
+#[test]
+fn with_f_members_crashed_the_rest_keep_finalizing() {
+    for seed in CI_SEEDS {
+        f_crashed(4, seed);
+        f_crashed(7, seed);
+    }
+}
+
+fn leader_crash(n: usize, seed: u64) {
+    // Epoch 0 decides at the grace period's end (70 s); its round-0
+    // proposer is member 0. It crashes right then, mid-round, and comes back.
+    let mut setup = Setup::honest(n, seed);
+    setup.crashes = vec![Crash { node: 0, at_ms: 70_010, restart_ms: Some(100_000) }];
+    let outcome = run(setup);
+    assert_all_finalized(&outcome, &(1..n).collect::<Vec<_>>(), seed);
+}
+
+#[test]
+fn a_leader_crashing_mid_round_is_replaced_by_the_next_round() {
+    for seed in CI_SEEDS {
+        leader_crash(4, seed);
+        leader_crash(7, seed);
+    }
+}
+
+fn byzantine(n: usize, seed: u64, behaviour: Byzantine) {
+    let f = (n - 1) / 3;
+    let mut setup = Setup::honest(n, seed);
+    // Members 0..f propose first in epochs 0..f: the worst place for them.
+    setup.byzantine = (0..f).map(|i| (i, behaviour)).collect();
+    let outcome = run(setup);
+    let honest = honest_nodes(&outcome, n);
+    assert_all_finalized(&outcome, &honest, seed);
+}
+
+#[test]
+fn an_equivocating_proposer_never_splits_the_decision() {
+    for seed in CI_SEEDS {
+        byzantine(4, seed, Byzantine::EquivocatingProposer);
+        byzantine(7, seed, Byzantine::EquivocatingProposer);
+    }
+}
+
+#[test]
+fn double_voters_never_split_the_decision() {
+    for seed in CI_SEEDS {
+        byzantine(4, seed, Byzantine::DoubleVoter);
+        byzantine(7, seed, Byzantine::DoubleVoter);
+    }
+}
+
+#[test]
+fn proposals_counting_forged_or_invalid_reports_are_never_finalized() {
+    for seed in CI_SEEDS {
+        byzantine(4, seed, Byzantine::ForgingProposer);
+        byzantine(7, seed, Byzantine::ForgingProposer);
+    }
+}
+
+fn partition(n: usize, seed: u64) {
+    let f = (n - 1) / 3;
+    let mut setup = Setup::honest(n, seed);
+    setup.epochs = 4;
+    // The last f members are cut off for epochs 0–2's decisions, then heal.
+    setup.partitions = vec![Partition { minority: (n - f..n).collect(), from_ms: 0, until_ms: 200_000 }];
+    let outcome = run(setup);
+    assert_all_finalized(&outcome, &(0..n).collect::<Vec<_>>(), seed);
+}
+
+#[test]
+fn a_partitioned_minority_catches_up_with_the_same_summaries_after_healing() {
+    for seed in CI_SEEDS {
+        partition(4, seed);
+        partition(7, seed);
+    }
+}
+
+fn restart_between_persist_and_send(n: usize, seed: u64, k: u64) {
+    let mut setup = Setup::honest(n, seed);
+    setup.crash_after_vote_persist = vec![(1, k), (2, k + 1)];
+    let outcome = run(setup);
+    assert_all_finalized(&outcome, &(0..n).collect::<Vec<_>>(), seed);
+}
+
+#[test]
+fn a_restart_between_persisting_and_sending_a_vote_never_signs_a_conflicting_vote() {
+    for seed in CI_SEEDS {
+        for k in 1..=4 {
+            restart_between_persist_and_send(4, seed, k);
+        }
+    }
+}
+
+fn seeds() -> u64 {
+    std::env::var("MESHD_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000)
+}
+
+#[test]
+#[ignore = "long sweep: MESHD_SEEDS=1000 cargo test --release -p meshd-node --test consensus -- --ignored"]
+fn sweep_every_scenario_over_many_seeds() {
+    for seed in 100..100 + seeds() {
+        all_honest(4, seed);
+        all_honest(7, seed);
+        f_crashed(7, seed);
+        leader_crash(4, seed);
+        byzantine(7, seed, Byzantine::EquivocatingProposer);
+        byzantine(7, seed, Byzantine::DoubleVoter);
+        byzantine(7, seed, Byzantine::ForgingProposer);
+        partition(7, seed);
+        restart_between_persist_and_send(4, seed, 1 + seed % 4);
+    }
+}

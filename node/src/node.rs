@@ -16,7 +16,7 @@ use meshd_protocol::rules::witness;
 use meshd_protocol::signature;
 use meshd_protocol::{GatewayId, Hash32, beacon};
 
-use crate::committee::{AnchorDomain, Committee, anchor_digest, anchor_root, beacon_time_ms};
+use crate::committee::{AnchorDomain, Committee, anchor_digest, anchor_root, beacon_time_ms, summary_leaf};
 use crate::consensus::{Action, Instance, Step, TimeoutStep};
 use crate::pool::{self, Context, Limits, Pool, Reason, Report};
 
@@ -1370,12 +1370,16 @@ impl Node {
         if self.anchored.contains(&first) {
             return None;
         }
-        let hashes: Option<Vec<Hash32>> =
-            (first..=last).map(|e| self.finalized.get(&e).map(|f| f.hash)).collect();
-        let hashes = hashes?;
+        // The anchored tree holds one leaf per finalized summary; this node
+        // knows its region's (the other regions' arrive on the global topic:
+        // not collected yet).
+        let leaves: Option<Vec<Hash32>> = (first..=last)
+            .map(|e| self.finalized.get(&e).map(|f| summary_leaf(&f.summary, &f.hash)))
+            .collect();
+        let leaves = leaves?;
         self.anchored.insert(first);
-        let root = anchor_root(&hashes);
-        let digest = anchor_digest(&self.config.anchor_domain, self.config.region, first, last, &root);
+        let root = anchor_root(&leaves);
+        let digest = anchor_digest(&self.config.anchor_domain, first, last, &root);
         Some(Output::SignAnchor { first, last, root, digest })
     }
 

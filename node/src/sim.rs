@@ -257,27 +257,35 @@ fn secret(seed: u64, i: usize) -> [u8; 32] {
     keccak256([&seed.to_le_bytes()[..], &(i as u64).to_le_bytes()[..], b"sim-key"].concat()).0
 }
 
-impl Sim {
-    /// Builds the simulation (no event processed yet).
-    pub fn new(setup: Setup) -> Sim {
-        let clock = match EpochClock::new(GENESIS_MS, EPOCH_MS, GRACE_MS) {
-            Ok(c) => c,
-            Err(e) => panic!("the simulation's epoch constants are valid: {e}"),
-        };
-        let centre = (48.85_f64, 2.35_f64);
-        let region = Location::from_lat_lng(centre.0, centre.1)
-            .ok()
-            .and_then(|l| Region::of(l, 5).ok())
-            .unwrap_or(Region(0));
-        let side = (setup.members as f64).sqrt().ceil() as usize;
-        let mut slots = Vec::new();
-        let mut registry = Vec::new();
-        for i in 0..setup.members {
-            let key_secret = secret(setup.seed, i);
+/// One member of a simulated network.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// The secret of its gateway key.
+    pub key_secret: [u8; 32],
+    /// Its gateway id.
+    pub id: GatewayId,
+    /// Its node configuration.
+    pub config: Config,
+}
+
+/// The members of a simulated region: keys from the seed, locations on a
+/// grid with 2 km spacing (far enough apart for the distance rules, close
+/// enough to hear each other), one committee region.
+pub fn network(members: usize, seed: u64) -> Vec<Member> {
+    let clock = match EpochClock::new(GENESIS_MS, EPOCH_MS, GRACE_MS) {
+        Ok(c) => c,
+        Err(e) => panic!("the simulation's epoch constants are valid: {e}"),
+    };
+    let centre = (48.85_f64, 2.35_f64);
+    let region = Location::from_lat_lng(centre.0, centre.1)
+        .ok()
+        .and_then(|l| Region::of(l, 5).ok())
+        .unwrap_or(Region(0));
+    let side = (members as f64).sqrt().ceil() as usize;
+    (0..members)
+        .map(|i| {
+            let key_secret = secret(seed, i);
             let id = Keypair::from_secret(key_secret).gateway_id();
-            registry.push(id);
-            // A grid with 2 km spacing: far enough apart for the distance
-            // rules, close enough to hear each other.
             let lat = centre.0 + 0.018 * (i / side) as f64;
             let lng = centre.1 + 0.027 * (i % side) as f64;
             let location = Location::from_lat_lng(lat, lng).unwrap_or(Location(0));
@@ -301,6 +309,23 @@ impl Sim {
                 anchor_domain: AnchorDomain { chain_id: 31337, contract: [0xAA; 20] },
                 stall_rounds: 4,
             };
+            Member { key_secret, id, config }
+        })
+        .collect()
+}
+
+impl Sim {
+    /// Builds the simulation (no event processed yet).
+    pub fn new(setup: Setup) -> Sim {
+        let clock = match EpochClock::new(GENESIS_MS, EPOCH_MS, GRACE_MS) {
+            Ok(c) => c,
+            Err(e) => panic!("the simulation's epoch constants are valid: {e}"),
+        };
+        let members = network(setup.members, setup.seed);
+        let registry: Vec<GatewayId> = members.iter().map(|m| m.id).collect();
+        let mut slots = Vec::new();
+        for (i, member) in members.into_iter().enumerate() {
+            let Member { key_secret, id, config } = member;
             let byzantine = setup.byzantine.iter().find(|(n, _)| *n == i).map(|(_, b)| *b);
             slots.push(Slot {
                 node: None,

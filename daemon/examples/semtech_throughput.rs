@@ -1,0 +1,119 @@
+//! Measures how many received frames per second meshd turns into beacon
+//! observations: datagram → `rxpk` → `UplinkFrame` → beacon recognised.
+//!
+//! ```text
+//! cargo run --release -p meshd --example semtech_throughput [DATAGRAMS]
+//! ```
+//!
+//! Two measurements, each with PUSH_DATA datagrams of [`FRAMES_PER_DATAGRAM`]
+//! beacon frames:
+//! 1. the pure codec on one core (no sockets);
+//! 2. the UDP server on 127.0.0.1, one test forwarder sending a datagram and
+//!    waiting for its PUSH_ACK before the next (closed loop, so no datagram is
+//!    lost to a full socket buffer), a consumer draining the events.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use meshd::ingest::beacon;
+use meshd::ingest::semtech::server::{Config, Event, Metrics, Server};
+use meshd::ingest::semtech::{Eui64, Packet};
+use meshd_protocol::message::BeaconId;
+use tokio::net::UdpSocket;
+
+/// Frames per PUSH_DATA: the eight LoRa channels of a typical concentrator
+/// each delivering a frame in one fetch cycle.
+const FRAMES_PER_DATAGRAM: usize = 8;
+
+/// Datagrams sent when no count is given: a few seconds of work.
+const DEFAULT_DATAGRAMS: usize = 20_000;
+
+#[expect(clippy::disallowed_methods, reason = "a benchmark measures wall-clock time")]
+fn now() -> Instant {
+    Instant::now()
+}
+
+fn push_data(token: u16, eui: Eui64, first_id: u32) -> Vec<u8> {
+    let frames: Vec<String> = (0..FRAMES_PER_DATAGRAM as u32)
+        .map(|i| {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&(first_id + i).to_be_bytes());
+            let frame = beacon::frame(&BeaconId(id));
+            format!(
+                r#"{{"tmst":{i},"time":"2026-11-23T20:00:00.123456Z","tmms":1447876818123,"chan":{i},"rfch":0,"freq":868.1,"mid":8,"stat":1,"modu":"LORA","datr":"SF9BW125","codr":"4/5","rssis":-97,"rssi":-96,"lsnr":-2.5,"foff":-120,"size":{},"data":"{}"}}"#,
+                frame.len(),
+                STANDARD.encode(frame)
+            )
+        })
+        .collect();
+    let mut bytes = vec![2];
+    bytes.extend_from_slice(&token.to_be_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(&eui.0);
+    bytes.extend_from_slice(format!(r#"{{"rxpk":[{}]}}"#, frames.join(",")).as_bytes());
+    bytes
+}
+
+fn rate(frames: usize, elapsed: Duration) -> f64 {
+    frames as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let datagrams: usize = match std::env::args().nth(1) {
+        Some(arg) => arg.parse()?,
+        None => DEFAULT_DATAGRAMS,
+    };
+    let eui = Eui64([0xAA, 0x55, 0x5A, 0, 0, 0, 0, 1]);
+    let samples: Vec<Vec<u8>> = (0..64u16).map(|t| push_data(t, eui, u32::from(t) * 8)).collect();
+    println!("{FRAMES_PER_DATAGRAM} beacon frames per PUSH_DATA of {} bytes", samples[0].len());
+
+    // 1. The pure codec.
+    let start = now();
+    let mut recognised = 0usize;
+    for i in 0..datagrams {
+        if let Ok(Packet::PushData { gateway, body, .. }) = Packet::decode(&samples[i % samples.len()]) {
+            for rxpk in &body.rxpk {
+                if let Ok(frame) = rxpk.to_uplink(gateway) {
+                    recognised += usize::from(beacon::observe(&frame, &[]).is_ok());
+                }
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    anyhow::ensure!(recognised == datagrams * FRAMES_PER_DATAGRAM, "codec recognised {recognised} beacons");
+    println!("codec:      {recognised} frames in {elapsed:.2?}: {:.0} frames/s", rate(recognised, elapsed));
+
+    // 2. The UDP server on loopback.
+    let config = Config { bind: "127.0.0.1:0".parse()?, events_capacity: 4096, ..Config::default() };
+    let metrics = Metrics::default();
+    let (server, handle, mut events) = Server::bind(config, metrics).await?;
+    let server = tokio::spawn(server.run());
+    let consumer = tokio::spawn(async move {
+        let mut heard = 0usize;
+        while let Some(event) = events.recv().await {
+            heard += usize::from(matches!(event, Event::BeaconHeard { .. }));
+        }
+        heard
+    });
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    socket.connect(handle.local_addr()).await?;
+    let mut buffer = [0u8; 64];
+    let start = now();
+    for i in 0..datagrams {
+        socket.send(&samples[i % samples.len()]).await?;
+        tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buffer)).await??;
+    }
+    let elapsed = start.elapsed();
+    drop(handle);
+    server.await??;
+    let heard = consumer.await?;
+    anyhow::ensure!(heard == datagrams * FRAMES_PER_DATAGRAM, "server reported {heard} beacons");
+    println!(
+        "udp server: {heard} frames in {elapsed:.2?}: {:.0} frames/s ({:.0} datagrams/s, closed loop)",
+        rate(heard, elapsed),
+        rate(datagrams, elapsed)
+    );
+    Ok(())
+}

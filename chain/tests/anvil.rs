@@ -200,23 +200,14 @@ async fn anchor_reorganised_away_is_submitted_again() {
 }
 
 #[tokio::test]
-async fn anvil_restart_during_submission_is_ridden_out() {
+async fn anvil_down_when_submission_starts_is_retried_until_it_returns() {
     let mut anvil = Anvil::start().await;
     let (deployment, keys) = deploy_with_committee(&anvil, 4).await;
     let range = EpochRange { from: 0, to: 3 };
     let root = keccak256("restart");
     let signatures = sign(&deployment, range, &root, &keys[..3]);
 
-    let state: String = anvil.provider().raw_request("anvil_dumpState".into(), ()).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("meshd-chain-anvil-{}", anvil.port));
-    std::fs::create_dir_all(&dir).unwrap();
-    let state_file = dir.join("state.json");
-    // `anvil_dumpState` returns gzip'd JSON as hex; `--load-state` reads the JSON.
-    let gz = dir.join("state.json.gz");
-    std::fs::write(&gz, hex::decode(state.trim_start_matches("0x")).unwrap()).unwrap();
-    let json = std::process::Command::new("gzip").arg("-dc").arg(&gz).output().expect("gzip is installed");
-    assert!(json.status.success(), "gzip -dc failed");
-    std::fs::write(&state_file, json.stdout).unwrap();
+    let (dir, state_file) = dump_state(&anvil).await;
 
     // The node goes away; the submission starts while it is down.
     anvil.kill();
@@ -228,6 +219,52 @@ async fn anvil_restart_during_submission_is_ridden_out() {
     let restarted = Anvil::start_on(anvil.port, &["--load-state", state_file.to_str().unwrap()]).await;
     let outcome = tokio::time::timeout(Duration::from_secs(60), task).await.unwrap().unwrap().unwrap();
     assert!(matches!(outcome, AnchorOutcome::Anchored { .. }), "{outcome:?}");
+    assert_eq!(root_of(&restarted.url, deployment.anchor, range).await.0, root.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Dumps anvil's state into a file `--load-state` reads (anvil returns it as
+/// hex of gzip'd JSON).
+async fn dump_state(anvil: &Anvil) -> (std::path::PathBuf, std::path::PathBuf) {
+    let state: String = anvil.provider().raw_request("anvil_dumpState".into(), ()).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("meshd-chain-anvil-{}", anvil.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gz = dir.join("state.json.gz");
+    std::fs::write(&gz, hex::decode(state.trim_start_matches("0x")).unwrap()).unwrap();
+    let json = std::process::Command::new("gzip").arg("-dc").arg(&gz).output().expect("gzip is installed");
+    assert!(json.status.success(), "gzip -dc failed");
+    let state_file = dir.join("state.json");
+    std::fs::write(&state_file, json.stdout).unwrap();
+    (dir, state_file)
+}
+
+#[tokio::test]
+async fn anvil_restart_while_confirming_is_ridden_out() {
+    let mut anvil = Anvil::start().await;
+    let (deployment, keys) = deploy_with_committee(&anvil, 4).await;
+    let range = EpochRange { from: 0, to: 3 };
+    let root = keccak256("restart while confirming");
+    let signatures = sign(&deployment, range, &root, &keys[..3]);
+
+    let submitter = anchorer(&anvil, &deployment, 3);
+    let task = tokio::spawn(async move { submitter.submit(range, root, &signatures).await });
+    while root_of(&anvil.url, deployment.anchor, range).await == B256::ZERO {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The transaction is in, 2 confirmations are missing: the node restarts.
+    let (dir, state_file) = dump_state(&anvil).await;
+    anvil.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let restarted = Anvil::start_on(anvil.port, &["--load-state", state_file.to_str().unwrap()]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !task.is_finished() {
+        assert!(tokio::time::Instant::now() < deadline, "the submitter did not finish after the restart");
+        restarted.mine().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let outcome = task.await.unwrap().unwrap();
+    println!("after the restart: {outcome:?}");
+    assert!(matches!(outcome, AnchorOutcome::Anchored { submissions: 1, .. }), "{outcome:?}");
     assert_eq!(root_of(&restarted.url, deployment.anchor, range).await.0, root.0);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -32,6 +32,7 @@
 
 use crate::hash::{Hash32, keccak256, keccak256_concat};
 use crate::id::{GatewayId, MeterId};
+use crate::message::EpochSummary;
 
 /// One static ABI value: every value meshd puts in a leaf is one 32-byte word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +82,21 @@ pub fn reward_leaf(gateway: &GatewayId, units: u64) -> Hash32 {
 /// being its 32-byte ed25519 key.
 pub fn energy_leaf(meter: &MeterId, wh: u64) -> Hash32 {
     leaf_hash(&[AbiValue::Bytes32(meter.0), AbiValue::Uint(u128::from(wh))])
+}
+
+/// The leaf of a finalized summary in an anchored range's tree (docs/chain.md §5):
+/// `(uint64 region, uint64 epoch, bytes32 summaryHash, bytes32 reportsRoot,
+/// bytes32 rewardsRoot, bytes32 energyRoot)`, where `summary_hash` is
+/// `codec::summary_hash(summary)` (passed in: the caller already has it).
+pub fn summary_leaf(summary: &EpochSummary, summary_hash: &Hash32) -> Hash32 {
+    leaf_hash(&[
+        AbiValue::Uint(u128::from(summary.region.0)),
+        AbiValue::Uint(u128::from(summary.epoch)),
+        AbiValue::Bytes32(summary_hash.0),
+        AbiValue::Bytes32(summary.reports_root.0),
+        AbiValue::Bytes32(summary.rewards_root.0),
+        AbiValue::Bytes32(summary.energy_root.0),
+    ])
 }
 
 /// An inner node: keccak256 of the two children, smaller first (OpenZeppelin's

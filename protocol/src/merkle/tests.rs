@@ -19,6 +19,30 @@ use proptest::prelude::*;
 
 use super::*;
 
+/// docs/chain.md §5's summary-leaf vector (also checked by the contracts'
+/// tests against OpenZeppelin's `StandardMerkleTree`).
+#[test]
+fn summary_leaf_matches_the_documented_vector() {
+    use crate::geo::Region;
+    let summary = EpochSummary {
+        region: Region(0x8a2a1072b59ffff),
+        epoch: 1,
+        previous: Hash32::ZERO,
+        reports_root: keccak256("reports"),
+        rewards_root: keccak256("rewards"),
+        energy_root: keccak256("energy"),
+        beacon_count: 0,
+        witness_count: 0,
+        attestation_count: 0,
+        reward_units: 0,
+        energy_wh: 0,
+        committee_hash: Hash32::ZERO,
+    };
+    let expected: Hash32 =
+        "0x4909ece1013ca661a2ecb5455cea76107c62e84bcd0a5fd1335c6896f310c6af".parse().expect("valid hex");
+    assert_eq!(summary_leaf(&summary, &keccak256("summary")), expected);
+}
+
 const UNITS: [u64; 8] = [1, 1_000_000, 1_099_511_627_779, u64::MAX, 0, 42, 7, 123_456_789];
 const WH: [u64; 8] = [999_999, 1_000_000, 0, u64::MAX, 5, 250_000, 3_600, 86_400_000];
 

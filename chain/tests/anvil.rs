@@ -18,9 +18,9 @@ use meshd_protocol::keys::EvmAddress;
 use meshd_protocol::{GatewayId, keccak256};
 
 #[tokio::test]
-async fn rust_anchor_digest_equals_the_contract_view() {
+async fn rust_anchor_and_committee_digests_equal_the_contract_views() {
     let anvil = Anvil::start().await;
-    let (deployment, _) = deploy_with_committee(&anvil, 4).await;
+    let (deployment, keys) = deploy_with_committee(&anvil, 4).await;
     let contract = EpochAnchor::new(deployment.anchor, anvil.provider());
     for (range, root) in [
         (EpochRange { from: 0, to: 3 }, keccak256("meshd test root")),
@@ -30,6 +30,12 @@ async fn rust_anchor_digest_equals_the_contract_view() {
         let on_chain = contract.anchorDigest(range.from, range.to, B256::from(root.0)).call().await.unwrap();
         assert_eq!(domain(&deployment).anchor_digest(range, &root).0, on_chain.0, "{range}");
     }
+    let mut members: Vec<EvmAddress> = keys.iter().map(|k| k.address()).collect();
+    members.sort();
+    let addresses: Vec<alloy::primitives::Address> =
+        members.iter().map(|m| alloy::primitives::Address::from(m.0)).collect();
+    let on_chain = contract.committeeDigest(2, 10, addresses).call().await.unwrap();
+    assert_eq!(domain(&deployment).committee_digest(2, 10, &members).0, on_chain.0);
 }
 
 #[tokio::test]
@@ -305,5 +311,4 @@ async fn registry_reads_return_the_deployed_committee() {
     }
     assert_eq!(reader.gateway(&GatewayId([0xee; 32]), BlockId::latest()).await.unwrap(), None);
     assert!(view.meters.is_empty());
-    let _ = EvmAddress([0; 20]);
 }

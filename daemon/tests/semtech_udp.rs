@@ -304,3 +304,46 @@ async fn dropping_every_handle_stops_the_server() {
     let stopped = tokio::time::timeout(GUARD, task).await.expect("stops before the guard");
     assert!(matches!(stopped, Ok(Ok(()))));
 }
+
+#[tokio::test]
+async fn the_oldest_unacknowledged_transmission_is_given_up_when_pending_is_full() {
+    let (handle, _events, metrics) = start(Config { max_pending_tx: 1, ..Config::default() }).await;
+    let mut gw = Forwarder::connect(&handle, 1).await;
+    gw.pull().await;
+    let txpk = |id: u8| {
+        Txpk::lora_uplink_polarity(
+            &beacon::frame(&BeaconId([id; 16])),
+            868_100_000,
+            SF9,
+            14,
+            TxTiming::Immediately,
+        )
+    };
+    let first = tokio::spawn({
+        let (handle, txpk, eui) = (handle.clone(), txpk(1), gw.eui);
+        async move { handle.transmit(eui, txpk).await }
+    });
+    let Packet::PullResp { token: first_token, .. } = gw.recv().await else { panic!("PULL_RESP") };
+    let second = tokio::spawn({
+        let (handle, txpk, eui) = (handle.clone(), txpk(2), gw.eui);
+        async move { handle.transmit(eui, txpk).await }
+    });
+    let Packet::PullResp { token: second_token, .. } = gw.recv().await else { panic!("PULL_RESP") };
+    assert_eq!(first.await.expect("joined"), Err(TransmitError::NoAck));
+
+    gw.tx_ack(first_token, "").await; // too late: nobody waits for it
+    gw.tx_ack(second_token, "").await;
+    assert_eq!(second.await.expect("joined"), Ok(TxAckOk::default()));
+    assert_eq!(metrics.dropped(Dropped::UnmatchedTxAck), 1);
+}
+
+#[tokio::test]
+async fn beacons_the_caller_declares_as_its_own_are_ignored() {
+    let (handle, mut events, metrics) = start(Config::default()).await;
+    let mut gw = Forwarder::connect(&handle, 1).await;
+    let own = BeaconId([0x0E; 16]);
+    handle.own_beacon(own).await.expect("server runs");
+    gw.push(&format!(r#"{{"rxpk":[{}]}}"#, beacon_rxpk(own, 1, -90))).await;
+    assert_eq!(drain(&mut events), []);
+    assert_eq!(metrics.dropped(Dropped::OwnBeacon), 1);
+}

@@ -33,14 +33,15 @@
 //! # Observations
 //!
 //! [`observe`] recognises a beacon in an [`UplinkFrame`] and extracts the
-//! [`RadioFields`] a [`WitnessReport`](meshd_protocol::message::WitnessReport)
+//! [`RadioFields`] a [`WitnessReport`]
 //! carries: RSSI and SNR in tenths, frequency, data rate, reception time and
 //! the concentrator counter `tmst`. A gateway's own beacons (the caller passes
 //! the ids it transmitted recently) are ignored: a gateway cannot witness
 //! itself.
 
 use chirpstack_api::gw::{CrcStatus, UplinkFrame, modulation};
-use meshd_protocol::message::{BeaconId, DataRate};
+use meshd_protocol::geo::{Location, Region};
+use meshd_protocol::message::{BeaconId, DataRate, WitnessReport};
 
 use crate::ingest::semtech::{GPS_EPOCH_UNIX_S, GPS_UTC_LEAP_SECONDS};
 
@@ -102,6 +103,36 @@ pub struct Observation {
     pub beacon_id: BeaconId,
     /// What the witness report will carry.
     pub radio: RadioFields,
+}
+
+impl Observation {
+    /// The witness report of this observation. `region` and `epoch` are
+    /// those of the beacon's report (looked up by the beacon id); `location`
+    /// and `antenna_gain_ddbi` are the witness's own; `now_ms` (Unix ms, the
+    /// daemon's clock) stands in for the reception time when the gateway gave
+    /// none.
+    pub fn witness_report(
+        &self,
+        region: Region,
+        epoch: u64,
+        location: Location,
+        antenna_gain_ddbi: i16,
+        now_ms: u64,
+    ) -> WitnessReport {
+        WitnessReport {
+            region,
+            epoch,
+            beacon_id: self.beacon_id,
+            location,
+            antenna_gain_ddbi,
+            rssi_ddbm: self.radio.rssi_ddbm,
+            snr_ddb: self.radio.snr_ddb,
+            frequency_hz: self.radio.frequency_hz,
+            datarate: self.radio.datarate,
+            received_at_ms: self.radio.received_at_ms.unwrap_or(now_ms),
+            tmst_us: self.radio.tmst_us,
+        }
+    }
 }
 
 /// Why an uplink is not a witnessable beacon.
@@ -257,6 +288,26 @@ mod tests {
                 tmst_us: 123_456,
             }
         );
+    }
+
+    #[test]
+    fn a_witness_report_carries_the_radio_fields_and_passes_the_range_rules() {
+        use meshd_protocol::rules::witness;
+
+        let observation = observe(&uplink(frame(&ID).to_vec()), &[]).expect("a beacon");
+        let report = observation.witness_report(Region(5), 9, Location(6), 30, 42);
+        assert_eq!((report.beacon_id, report.region, report.epoch), (ID, Region(5), 9));
+        assert_eq!((report.location, report.antenna_gain_ddbi), (Location(6), 30));
+        assert_eq!((report.rssi_ddbm, report.snr_ddb, report.tmst_us), (-970, -33, 123_456));
+        assert_eq!(report.received_at_ms, 1_700_000_000_250, "the gateway's time wins over the clock");
+        assert_eq!(witness::datarate_valid(report.datarate), Ok(()));
+        assert_eq!(witness::rssi_in_range(report.rssi_ddbm), Ok(()));
+        assert_eq!(witness::snr_in_range(report.snr_ddb), Ok(()));
+        assert_eq!(witness::frequency_in_band(report.frequency_hz), Ok(()));
+
+        let untimed =
+            Observation { radio: RadioFields { received_at_ms: None, ..observation.radio }, ..observation };
+        assert_eq!(untimed.witness_report(Region(5), 9, Location(6), 30, 42).received_at_ms, 42);
     }
 
     #[test]

@@ -23,7 +23,8 @@
 //! Queues are bounded: events beyond [`Config::events_capacity`] are dropped
 //! (counted as `events_full`) rather than slowing the socket, commands wait
 //! for room, and at most [`Config::max_pending_tx`] transmissions await their
-//! TX_ACK (the oldest is given up when a new one needs room). The task stops
+//! TX_ACK (the oldest is given up when a new one needs room; a caller that stopped
+//! waiting frees its place). The task stops
 //! when every [`Handle`] is dropped. Timeouts are the caller's: wrap
 //! [`Handle::transmit`] in `tokio::time::timeout`.
 
@@ -428,6 +429,10 @@ impl Server {
                     return;
                 }
                 self.metrics.transmissions.inc();
+                // Callers that gave up waiting (a timeout) free their place.
+                self.pending.retain(|_, reply| !reply.is_closed());
+                let pending = &self.pending;
+                self.pending_order.retain(|key| pending.contains_key(key));
                 while self.pending_order.len() >= self.config.max_pending_tx.max(1) {
                     // Dropping the sender answers the waiting caller with NoAck.
                     if let Some(oldest) = self.pending_order.pop_front() {

@@ -14,7 +14,7 @@
 # ---- build: the pinned toolchain of rust-toolchain.toml, on Debian 12 ----
 FROM rust:1.95.0-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler \
+ && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

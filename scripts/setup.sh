@@ -4,6 +4,7 @@
 # what is missing and changes nothing when everything is present.
 #
 #   protoc   (protobuf-compiler)  protobuf code generation at build time
+#   google/protobuf/*.proto (libprotobuf-dev)  well-known types chirpstack_api imports
 #   cc       (gcc, libc6-dev)     linker and C parts of dependencies
 #
 # Sourced by scripts/demo.sh and scripts/test.sh; can also be run alone.
@@ -21,6 +22,7 @@ fi
 
 missing=()
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/timestamp.proto ] || missing+=(libprotobuf-dev)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 
 if [ "${#missing[@]}" -gt 0 ]; then

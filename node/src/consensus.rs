@@ -473,10 +473,19 @@ impl Instance {
     }
 
     /// Drops the messages of rounds before `round` − 1 that can no longer
-    /// matter except for a decision (kept: precommits), bounding memory.
+    /// matter, bounding memory. Kept: precommits (a decision) and the
+    /// prevotes of rounds with a polka (a re-proposal's valid round needs them).
     pub fn prune(&mut self) {
         let keep = self.round.saturating_sub(1);
-        self.votes.retain(|(r, s), _| *r >= keep || *s == VoteStep::Precommit);
+        let q = self.quorum();
+        let polka = |m: &BTreeMap<Member, Option<Hash32>>| {
+            let mut tally: BTreeMap<Hash32, usize> = BTreeMap::new();
+            for v in m.values().flatten() {
+                *tally.entry(*v).or_default() += 1;
+            }
+            tally.values().any(|c| *c >= q)
+        };
+        self.votes.retain(|(r, s), m| *r >= keep || *s == VoteStep::Precommit || polka(m));
         self.heard.retain(|r, _| *r >= keep);
     }
 }

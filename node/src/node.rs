@@ -396,6 +396,11 @@ pub const MAX_SEEN_MESSAGES: usize = 16 * (2 * codec::MAX_COMMITTEE + 1);
 /// re-syncs from the chain's anchors instead.
 pub const KEEP_FINALIZED: usize = 256;
 
+/// Own messages kept per epoch for rebroadcast: a proposal and two votes per
+/// round for the rounds kept ahead ([`crate::consensus::MAX_ROUNDS_AHEAD`]),
+/// the oldest dropped first.
+pub const MAX_RESENT: usize = 3 * crate::consensus::MAX_ROUNDS_AHEAD as usize;
+
 /// Distinct proposed values remembered per epoch: one per round kept.
 pub const MAX_PROPOSALS: usize = 2 * crate::consensus::MAX_ROUNDS_AHEAD as usize;
 
@@ -426,6 +431,9 @@ struct EpochState {
     decision_fetch: Option<u64>,
     /// When to next ask a member for this epoch's decision while deciding.
     poll_at: Option<u64>,
+    /// This member's proposals and votes in this epoch, for rebroadcast.
+    /// Each with the persist it waits for (`None` once durable and sent).
+    sent: Vec<(Option<u64>, Vec<u8>)>,
     beaconed: bool,
     stalled: Option<Stall>,
 }
@@ -583,6 +591,13 @@ impl Node {
                 self.on_fetch_response(id, result);
             }
             Input::Persisted { now_ms, id } => {
+                for state in self.epochs.values_mut() {
+                    for (pending, _) in &mut state.sent {
+                        if *pending == Some(id) {
+                            *pending = None;
+                        }
+                    }
+                }
                 if let Some(outputs) = self.held.remove(&id) {
                     for out in outputs {
                         self.push(out);
@@ -740,6 +755,15 @@ impl Node {
             None => state.poll_at = Some(now + interval),
             Some(at) if at <= now => {
                 state.poll_at = Some(now + interval);
+                // Gossip may have lost some: send this epoch's proposal and
+                // votes again (receivers drop copies by id before verifying).
+                // Tendermint's liveness assumes every message sent is
+                // eventually delivered; this makes it so over lossy links.
+                let again: Vec<Vec<u8>> =
+                    state.sent.iter().filter(|(p, _)| p.is_none()).map(|(_, b)| b.clone()).collect();
+                for bytes in again {
+                    self.push(Output::Publish { topic: Topic::Region(self.config.region), bytes });
+                }
                 let n = self.committee.len().max(1);
                 let turn = (now / interval.max(1)) as usize;
                 let peer = (0..n).map(|k| self.committee.members()[(turn + k) % n]).find(|m| *m != self.me);
@@ -980,6 +1004,10 @@ impl Node {
         let mut actions = Vec::new();
         match message {
             Message::Proposal(p) => {
+                if self.instance(epoch).proposer(p.round) != member {
+                    self.refuse(&Reason::NotProposer);
+                    return;
+                }
                 let value = pool::summary_hash(&p.summary);
                 let state = self.epochs.entry(epoch).or_default();
                 if !state.proposals.contains_key(&value) && state.proposals.len() < MAX_PROPOSALS {
@@ -1239,6 +1267,7 @@ impl Node {
         }
         state.proposals.entry(hash).or_insert(Proposed { summary, report_ids, proposer: me });
         self.metrics.proposals_sent += 1;
+        self.remember_sent(epoch, None, &bytes);
         self.push(Output::Publish { topic: Topic::Region(self.config.region), bytes });
         let mut actions = Vec::new();
         if let Some(member) = member {
@@ -1285,7 +1314,18 @@ impl Node {
         self.metrics.votes_sent += 1;
         let id = self.id_next();
         self.push(Output::Persist { id, batch: vec![Record::Vote(envelope)] });
+        self.remember_sent(epoch, Some(id), &bytes);
         self.held.insert(id, vec![Output::Publish { topic: Topic::Region(region), bytes }]);
+    }
+
+    /// Keeps an own message for rebroadcast; a vote only counts as sent
+    /// once the persist `pending` is confirmed.
+    fn remember_sent(&mut self, epoch: u64, pending: Option<u64>, bytes: &[u8]) {
+        let state = self.epochs.entry(epoch).or_default();
+        if state.sent.len() >= MAX_RESENT {
+            state.sent.remove(0);
+        }
+        state.sent.push((pending, bytes.to_vec()));
     }
 
     fn decided(&mut self, epoch: u64, round: u32, value: Hash32) {

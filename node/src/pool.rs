@@ -101,6 +101,8 @@ pub enum Reason {
     NotSorted,
     /// Too many reports listed.
     TooMany,
+    /// A proposal from a member that is not the round's proposer.
+    NotProposer,
     /// A witness rule refused it.
     Witness(witness::Reason),
 }
@@ -127,6 +129,7 @@ impl Reason {
             Reason::Unsupported => "unsupported",
             Reason::NotSorted => "not_sorted",
             Reason::TooMany => "too_many",
+            Reason::NotProposer => "not_proposer",
             Reason::Witness(r) => r.as_str(),
         }
     }

@@ -169,6 +169,8 @@ pub struct Outcome {
     pub metrics: Vec<crate::node::Metrics>,
     /// Each node's status of epochs `0..epochs` at the end (empty when down).
     pub status: Vec<Vec<crate::node::Status>>,
+    /// A free-form description of the run, for failure messages.
+    pub label: String,
 }
 
 impl Outcome {

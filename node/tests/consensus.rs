@@ -13,10 +13,21 @@ const CI_SEEDS: [u64; 3] = [1, 2, 3];
 
 fn run(setup: Setup) -> Outcome {
     let seed = setup.seed;
+    let label = format!(
+        "{} members, byzantine {:?}, crashes {:?}, partitions {:?}, persist-crash {:?}, loss {}‰",
+        setup.members,
+        setup.byzantine,
+        setup.crashes,
+        setup.partitions,
+        setup.crash_after_vote_persist,
+        setup.loss_per_mille
+    );
     let outcome = Sim::new(setup).run();
     if let Err(violation) = outcome.check_safety() {
-        panic!("seed {seed}: {violation}");
+        panic!("seed {seed} ({label}): {violation}");
     }
+    let mut outcome = outcome;
+    outcome.label = label;
     outcome
 }
 
@@ -29,7 +40,9 @@ fn assert_all_finalized(outcome: &Outcome, nodes: &[usize], seed: u64) {
         for e in 0..outcome.epochs {
             assert!(
                 outcome.finalized[i].contains_key(&e),
-                "seed {seed}: node {i} did not finalize epoch {e}"
+                "seed {seed} ({}): node {i} did not finalize epoch {e}; status {:?}",
+                outcome.label,
+                outcome.status.get(i)
             );
         }
     }
@@ -168,6 +181,21 @@ fn a_restart_between_persisting_and_sending_a_vote_never_signs_a_conflicting_vot
     }
 }
 
+fn lossy(n: usize, seed: u64) {
+    let mut setup = Setup::honest(n, seed);
+    setup.loss_per_mille = 50;
+    let outcome = run(setup);
+    assert_all_finalized(&outcome, &(0..n).collect::<Vec<_>>(), seed);
+}
+
+#[test]
+fn with_five_percent_message_loss_every_member_still_finalizes() {
+    for seed in CI_SEEDS {
+        lossy(4, seed);
+        lossy(7, seed);
+    }
+}
+
 fn seeds() -> u64 {
     std::env::var("MESHD_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000)
 }
@@ -185,5 +213,6 @@ fn sweep_every_scenario_over_many_seeds() {
         byzantine(7, seed, Byzantine::ForgingProposer);
         partition(7, seed);
         restart_between_persist_and_send(4, seed, 1 + seed % 4);
+        lossy(7, seed);
     }
 }

@@ -34,7 +34,7 @@
 //!
 //! # Ordering
 //!
-//! A vote is persisted before it is sent: the node emits
+//! A vote (and a proposal) is persisted before it is sent: the node emits
 //! `Output::Persist { id, .. }` with the signed vote and holds the `Publish`
 //! of that vote until `Input::Persisted { id }`. Persists must be applied in
 //! id order. On start, [`Stored`] hands the persisted records back; the node
@@ -79,6 +79,29 @@
 //! parent H3 cell, repeatedly, until it has at least four
 //! ([`committee::committee_region`]). The daemon computes the committee
 //! region from the registry and passes it as [`Config::region`].
+//!
+//! # Lossy links and lagging members
+//!
+//! Tendermint's liveness assumes every message sent is eventually delivered.
+//! While an epoch is undecided, every twice the propose timeout a member
+//! resends its own durable proposals and votes of that epoch (receivers drop
+//! copies by id before verifying) and asks the next member for the epoch's
+//! decision; a member that sees a committee member deciding a later epoch
+//! asks it for the earlier decision. A decision fetched is a summary and a
+//! certificate of 2f+1 valid commit signatures of the committee: at least f+1
+//! honest members validated it, so it is final without re-validation.
+//!
+//! # Not done yet
+//!
+//! - Meter attestations are refused by the pool (`unsupported`); energy roots are empty.
+//! - A gateway that restarts within an epoch may beacon twice (the beacon
+//!   is not persisted); the counting rules keep one deterministically.
+//! - The committee is the current registry for every epoch; registry changes
+//!   at epoch boundaries and committee rotation are not modelled.
+//! - The anchor root covers this region's summaries only; other regions'
+//!   arrive on the global topic and are not collected yet.
+//! - A proposal lists at most [`meshd_protocol::codec::MAX_PROPOSAL_REPORTS`]
+//!   reports; larger epochs need proposal parts.
 //!
 //! # Modules
 //!

@@ -224,6 +224,9 @@ pub enum Input {
 pub enum Record {
     /// A vote this member signed (its envelope); restored on start.
     Vote(Envelope),
+    /// A proposal this member signed; restored on start so that it never
+    /// proposes a second value in the same round.
+    Proposal(Envelope),
     /// A finalized summary with its certificate.
     Finalized {
         /// The summary.
@@ -431,6 +434,8 @@ struct EpochState {
     decision_fetch: Option<u64>,
     /// When to next ask a member for this epoch's decision while deciding.
     poll_at: Option<u64>,
+    /// Rounds this member proposed in: (value, valid round, encoded proposal).
+    proposed: BTreeMap<u32, (Hash32, Option<u32>, Vec<u8>)>,
     /// This member's proposals and votes in this epoch, for rebroadcast.
     /// Each with the persist it waits for (`None` once durable and sent).
     sent: Vec<(Option<u64>, Vec<u8>)>,
@@ -493,6 +498,24 @@ impl Node {
             stored.records.into_iter().partition(|r| matches!(r, Record::Finalized { .. }));
         for record in finalized.into_iter().chain(votes) {
             match record {
+                Record::Proposal(envelope) => {
+                    if let Ok(Message::Proposal(p)) = envelope.open()
+                        && !node.finalized.contains_key(&p.summary.epoch)
+                        && let Ok(bytes) = codec::encode_envelope(&envelope)
+                    {
+                        let epoch = p.summary.epoch;
+                        let value = pool::summary_hash(&p.summary);
+                        let proposer = node.me;
+                        let state = node.epochs.entry(epoch).or_default();
+                        state.proposals.entry(value).or_insert(Proposed {
+                            summary: p.summary,
+                            report_ids: p.report_ids,
+                            proposer,
+                        });
+                        state.proposed.insert(p.round, (value, p.valid_round, bytes));
+                        republish.push(envelope);
+                    }
+                }
                 Record::Finalized { summary, certificate } => {
                     let hash = pool::summary_hash(&summary);
                     node.finalized.insert(summary.epoch, Finalized { summary, hash, certificate });
@@ -1237,6 +1260,21 @@ impl Node {
     }
 
     fn propose(&mut self, epoch: u64, round: u32, valid_round: Option<u32>, value: Option<Hash32>) {
+        let member = self.committee.index(&self.me);
+        // Proposed in this round before a restart: the same proposal again.
+        if let Some((hash, stored_vr, bytes)) =
+            self.epochs.get(&epoch).and_then(|s| s.proposed.get(&round)).cloned()
+        {
+            self.push(Output::Publish { topic: Topic::Region(self.config.region), bytes });
+            let mut actions = Vec::new();
+            if let Some(member) = member {
+                let instance = self.instance(epoch);
+                instance.on_proposal(member, round, stored_vr, hash, &mut actions);
+                instance.set_validity(hash, true, &mut actions);
+            }
+            self.apply(epoch, actions);
+            return;
+        }
         let Some(ctx) = self.context(epoch) else { return };
         let (summary, report_ids) =
             match value.and_then(|v| self.epochs.get(&epoch)?.proposals.get(&v).cloned()) {
@@ -1260,15 +1298,19 @@ impl Node {
         let Ok(envelope) = Envelope::seal(&self.domain, &self.key, &message) else { return };
         let Ok(bytes) = codec::encode_envelope(&envelope) else { return };
         let me = self.me;
-        let member = self.committee.index(&me);
         let state = self.epochs.entry(epoch).or_default();
         if let Ok(id) = envelope.id() {
             state.seen.insert(id);
         }
         state.proposals.entry(hash).or_insert(Proposed { summary, report_ids, proposer: me });
+        state.proposed.insert(round, (hash, valid_round, bytes.clone()));
         self.metrics.proposals_sent += 1;
-        self.remember_sent(epoch, None, &bytes);
-        self.push(Output::Publish { topic: Topic::Region(self.config.region), bytes });
+        // Persisted before it is sent, like a vote: after a restart this
+        // member proposes the same value in this round, never another.
+        let id = self.id_next();
+        self.push(Output::Persist { id, batch: vec![Record::Proposal(envelope)] });
+        self.remember_sent(epoch, Some(id), &bytes);
+        self.held.insert(id, vec![Output::Publish { topic: Topic::Region(self.config.region), bytes }]);
         let mut actions = Vec::new();
         if let Some(member) = member {
             let instance = self.instance(epoch);

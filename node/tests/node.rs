@@ -209,3 +209,54 @@ fn an_epoch_without_a_quorum_shows_as_stalled() {
     assert!(matches!(n.status(0), Status::Deciding(_) | Status::Stalled(_)));
     assert!(matches!(n.status(1), Status::Stalled(meshd_node::Stall::WaitingForPrevious)));
 }
+
+#[test]
+fn a_proposer_restarted_after_persisting_its_proposal_sends_the_same_one_again() {
+    let members = members();
+    let t = decides_at(&members);
+    // Round 0 of epoch 0 is proposed by the committee's first member (sorted by id).
+    let proposer = (0..members.len()).min_by_key(|i| members[*i].id).expect("members");
+    let mut n = node(&members, proposer, Stored::default(), t);
+    n.handle_input(Input::Timeout { now_ms: t });
+    let out = drain(&mut n);
+    let batch = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Persist { batch, .. } if matches!(batch.as_slice(), [Record::Proposal(_)]) => {
+                Some(batch.clone())
+            }
+            _ => None,
+        })
+        .expect("the proposal is persisted");
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Publish { topic: Topic::Region(_), .. })),
+        "the proposal waits for its persist"
+    );
+    let Record::Proposal(stored) = &batch[0] else { unreachable!() };
+    let sent = codec::encode_envelope(stored).expect("encode");
+    // Restart before it left; by then the pool holds other reports, yet the
+    // same proposal goes out, and no other.
+    let mut again = node(&members, proposer, Stored { records: batch.clone() }, t + 100);
+    again.handle_input(Input::Gossip {
+        now_ms: t + 100,
+        from: members[1].id,
+        bytes: witness(&members, 1, 1, -1100),
+    });
+    again.handle_input(Input::Timeout { now_ms: t + 200 });
+    let out = drain(&mut again);
+    let proposals: Vec<&Vec<u8>> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Publish { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .filter(|b| {
+            codec::decode_envelope(b).is_ok_and(|e| e.kind == meshd_protocol::message::Kind::Proposal)
+        })
+        .collect();
+    assert!(!proposals.is_empty());
+    assert!(proposals.iter().all(|b| **b == sent));
+    assert!(!out.iter().any(
+        |o| matches!(o, Output::Persist { batch, .. } if matches!(batch.as_slice(), [Record::Proposal(_)]))
+    ));
+}

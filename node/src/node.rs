@@ -820,7 +820,11 @@ impl Node {
             if let Some(at) = state.deadlines.values().min() {
                 next = next.min(*at);
             }
-            if let Some(at) = state.poll_at {
+            // While a decision fetch is out, its answer (or failure) is the
+            // next event; waking for the poll before then would spin.
+            if let Some(at) = state.poll_at
+                && state.decision_fetch.is_none()
+            {
                 next = next.min(at.max(self.now_ms));
             }
         }
@@ -834,6 +838,8 @@ impl Node {
                 }
             }
             if let Some(t) = self.beacon_time(current)
+                && current >= self.config.first_epoch
+                && self.registry.contains(&self.me)
                 && !self.epochs.get(&current).is_some_and(|s| s.beaconed)
             {
                 next = next.min(t.max(self.now_ms));
@@ -841,7 +847,6 @@ impl Node {
         } else if let Ok(t) = self.config.clock.start_ms(0) {
             next = next.min(t);
         }
-        // Re-check stalled rounds now and then, so status stays fresh.
         next
     }
 

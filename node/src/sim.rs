@@ -143,6 +143,10 @@ impl Setup {
 pub const EPOCH_MS: u64 = 60_000;
 /// Grace period, ms.
 pub const GRACE_MS: u64 = 10_000;
+/// Most events processed at one virtual moment before the run is declared
+/// spinning: a broadcast to 128 members and their answers are a few
+/// thousand; a million is a loop.
+pub const MAX_EVENTS_AT_ONE_MOMENT: u64 = 1_000_000;
 /// Virtual genesis, Unix ms (any fixed moment).
 pub const GENESIS_MS: u64 = 1_700_000_000_000;
 /// Network name of the simulation.
@@ -417,10 +421,19 @@ impl Sim {
     /// or the virtual deadline passes; returns the outcome.
     pub fn run(mut self) -> Outcome {
         let deadline = self.clock.decides_at_ms(self.setup.epochs + 2).unwrap_or(u64::MAX);
+        let mut same_moment = 0u64;
         while let Some(Reverse((at, seq))) = self.queue.pop() {
             let Some(ev) = self.events.remove(&seq) else { continue };
             if at > deadline {
                 break;
+            }
+            // A node that keeps asking to be woken at the same moment spins:
+            // fail loudly rather than hang the run.
+            if at == self.now {
+                same_moment += 1;
+                assert!(same_moment < MAX_EVENTS_AT_ONE_MOMENT, "seed {}: spinning at {at}", self.setup.seed);
+            } else {
+                same_moment = 0;
             }
             self.now = self.now.max(at);
             self.digest.extend_from_slice(&at.to_le_bytes());

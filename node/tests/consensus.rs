@@ -209,6 +209,9 @@ fn seeds() -> u64 {
 #[ignore = "long sweep: MESHD_SEEDS=1000 cargo test --release -p meshd-node --test consensus -- --ignored"]
 fn sweep_every_scenario_over_many_seeds() {
     for seed in 100..100 + seeds() {
+        if seed % 50 == 0 {
+            eprintln!("sweep: seed {seed}");
+        }
         all_honest(4, seed);
         all_honest(7, seed);
         if seed % 10 == 0 {

@@ -7,6 +7,9 @@
 //! ```
 //!
 //! Arguments: committee sizes (default 4 and 31); `MESHD_SEEDS` seeds each (default 5).
+//! "Published" counts one per broadcast (reports, proposals, votes); "sent"
+//! bytes are those broadcasts once each plus fetch answers; "received" bytes
+//! count every copy delivered (full mesh, no gossip amplification).
 
 use meshd_node::sim::{Setup, Sim};
 
@@ -15,11 +18,12 @@ fn main() {
     let sizes = if sizes.is_empty() { vec![4, 31] } else { sizes };
     let seeds: u64 = std::env::var("MESHD_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     println!(
-        "members  p50 ms  p95 ms  p50 delays  published/member/epoch  consensus msgs/member/epoch  bytes/member/epoch"
+        "members  p50 ms  p95 ms  p50 delays  published/member/epoch  consensus msgs/member/epoch  bytes sent/member/epoch  bytes received/member/epoch"
     );
     for n in sizes {
         let mut latencies = Vec::new();
-        let (mut published, mut consensus, mut bytes, mut samples) = (0u64, 0u64, 0u64, 0u64);
+        let (mut published, mut consensus, mut bytes, mut received, mut samples) =
+            (0u64, 0u64, 0u64, 0u64, 0u64);
         let mut mean_latency = 0.0;
         for seed in 1..=seeds {
             let setup = Setup::honest(n, seed);
@@ -34,19 +38,21 @@ fn main() {
             }
             published += outcome.published.iter().sum::<u64>();
             bytes += outcome.bytes.iter().sum::<u64>();
+            received += outcome.received.iter().sum::<u64>();
             consensus += outcome.metrics.iter().map(|m| m.votes_sent + m.proposals_sent).sum::<u64>();
             samples += n as u64 * epochs;
         }
         latencies.sort_unstable();
         let pct = |p: usize| latencies.get(latencies.len().saturating_sub(1) * p / 100).copied().unwrap_or(0);
         println!(
-            "{n:>7}  {:>6}  {:>6}  {:>10.1}  {:>22.1}  {:>27.1}  {:>18.0}",
+            "{n:>7}  {:>6}  {:>6}  {:>10.1}  {:>22.1}  {:>27.1}  {:>23.0}  {:>27.0}",
             pct(50),
             pct(95),
             pct(50) as f64 / mean_latency,
             published as f64 / samples as f64,
             consensus as f64 / samples as f64,
             bytes as f64 / samples as f64,
+            received as f64 / samples as f64,
         );
     }
 }

@@ -161,8 +161,10 @@ pub struct Outcome {
     pub honest_votes: Vec<(GatewayId, u64, u32, VoteStep, Option<Hash32>)>,
     /// Messages published per node.
     pub published: Vec<u64>,
-    /// Bytes published per node (gossip) plus fetch responses sent.
+    /// Bytes published per node (gossip, counted once per publish) plus fetch responses sent.
     pub bytes: Vec<u64>,
+    /// Bytes delivered to each node by gossip (every copy counted).
+    pub received: Vec<u64>,
     /// Byzantine node indexes.
     pub byzantine: Vec<usize>,
     /// Digest of every event the harness processed, for determinism checks.
@@ -352,6 +354,7 @@ impl Sim {
                 finalized: vec![BTreeMap::new(); n],
                 published: vec![0; n],
                 bytes: vec![0; n],
+                received: vec![0; n],
                 byzantine: setup.byzantine.iter().map(|(i, _)| *i).collect(),
                 epochs: setup.epochs,
                 ..Outcome::default()
@@ -719,6 +722,7 @@ impl Sim {
                 continue;
             }
             let at = self.now + self.latency();
+            self.outcome.received[j] += bytes.len() as u64;
             self.schedule(at, Ev::Gossip { to: j, from: i, bytes: bytes.to_vec() });
         }
     }

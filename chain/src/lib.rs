@@ -20,23 +20,31 @@
 //!   contract on anvil or a test net and returns the addresses.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use meshd_chain::{AnchorConfig, AnchorDomain, AnchorSignature, Anchorer, EpochRange, sort_by_signer};
-//! use meshd_protocol::keys::AnchorKey;
-//! # let (url, anchor, payer, root, keys): (meshd_chain::Url, alloy::primitives::Address,
-//! #     alloy::signers::local::PrivateKeySigner, meshd_protocol::Hash32, Vec<AnchorKey>) = todo!();
-//! let domain = AnchorDomain { chain_id: 31337, verifying_contract: meshd_protocol::keys::EvmAddress(anchor.into_array()) };
-//! let range = EpochRange { from: 0, to: 3 };
-//! let digest = domain.anchor_digest(range, &root);
-//! let mut signatures = Vec::new();
-//! for key in &keys {
-//!     signatures.push(AnchorSignature { signer: key.address(), signature: key.sign_digest(&digest.0)? });
+//! use alloy::primitives::Address;
+//! use alloy::signers::local::PrivateKeySigner;
+//! use meshd_chain::{AnchorConfig, AnchorDomain, AnchorSignature, Anchorer, EpochRange, Url, sort_by_signer};
+//! use meshd_protocol::{Hash32, keys::AnchorKey};
+//!
+//! async fn anchor_epochs(
+//!     url: Url,
+//!     anchor: Address,
+//!     payer: PrivateKeySigner,
+//!     root: Hash32,
+//!     keys: &[AnchorKey],
+//! ) -> Result<(), Box<dyn std::error::Error>> {
+//!     let domain = AnchorDomain { chain_id: 31337, verifying_contract: meshd_protocol::keys::EvmAddress(anchor.into_array()) };
+//!     let range = EpochRange { from: 0, to: 3 };
+//!     let digest = domain.anchor_digest(range, &root);
+//!     let mut signatures = Vec::new();
+//!     for key in keys {
+//!         signatures.push(AnchorSignature { signer: key.address(), signature: key.sign_digest(&digest.0)? });
+//!     }
+//!     sort_by_signer(&mut signatures);
+//!     let anchorer = Anchorer::new(url, anchor, payer, AnchorConfig::default());
+//!     let outcome = anchorer.submit(range, root, &signatures).await?;
+//!     println!("anchored in block {}", outcome.block());
+//!     Ok(())
 //! }
-//! sort_by_signer(&mut signatures);
-//! let anchorer = Anchorer::new(url, anchor, payer, AnchorConfig::default());
-//! let outcome = anchorer.submit(range, root, &signatures).await?;
-//! println!("anchored in block {}", outcome.block());
-//! # Ok(()) }
 //! ```
 
 #![deny(missing_docs)]
@@ -45,7 +53,8 @@ pub mod anchorer;
 pub mod bindings;
 pub mod decision;
 pub mod deploy;
-pub mod digest;
+/// The EIP-712 digests, shared with the node: see [`meshd_protocol::anchor`].
+pub use meshd_protocol::anchor as digest;
 pub mod registry;
 pub mod rejection;
 pub mod retry;

@@ -4,8 +4,7 @@ use std::collections::BTreeSet;
 
 use meshd_protocol::codec::MAX_COMMITTEE;
 use meshd_protocol::geo::{Location, Region};
-use meshd_protocol::merkle::{AbiValue, MerkleTree, leaf_hash};
-use meshd_protocol::message::EpochSummary;
+use meshd_protocol::merkle::MerkleTree;
 use meshd_protocol::{GatewayId, Hash32, hash::keccak256_concat, keccak256};
 
 /// Fewest members a committee has. Below four, BFT tolerates no fault at all
@@ -109,62 +108,9 @@ pub fn beacon_time_ms(
     start_ms + skip + u64::from_le_bytes(word) % window
 }
 
-/// The EIP-712 type of an anchor (docs/chain.md §4), signed by the anchor committee.
-pub const ANCHOR_TYPE: &str = "Anchor(uint64 fromEpoch,uint64 toEpoch,bytes32 root)";
-
-/// The EIP-712 domain type.
-pub const DOMAIN_TYPE: &str =
-    "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)";
-
-/// The chain the anchors go to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AnchorDomain {
-    /// EVM chain id.
-    pub chain_id: u64,
-    /// The `EpochAnchor` contract's address.
-    pub contract: [u8; 20],
-}
-
-/// The anchored leaf of a finalized summary (docs/chain.md §5):
-/// `(uint64 region, uint64 epoch, bytes32 summaryHash, bytes32 reportsRoot,
-/// bytes32 rewardsRoot, bytes32 energyRoot)`.
-pub fn summary_leaf(summary: &EpochSummary, hash: &Hash32) -> Hash32 {
-    leaf_hash(&[
-        AbiValue::Uint(u128::from(summary.region.0)),
-        AbiValue::Uint(u128::from(summary.epoch)),
-        AbiValue::Bytes32(hash.0),
-        AbiValue::Bytes32(summary.reports_root.0),
-        AbiValue::Bytes32(summary.rewards_root.0),
-        AbiValue::Bytes32(summary.energy_root.0),
-    ])
-}
-
 /// Merkle root (OpenZeppelin `StandardMerkleTree`) over summary leaves.
 pub fn anchor_root(leaves: &[Hash32]) -> Hash32 {
     MerkleTree::new(leaves.iter().copied()).root()
-}
-
-fn word_u64(v: u64) -> [u8; 32] {
-    let mut w = [0u8; 32];
-    w[24..].copy_from_slice(&v.to_be_bytes());
-    w
-}
-
-/// The EIP-712 digest the anchor committee signs for epochs `from..=to`
-/// with Merkle root `root` (docs/chain.md §4): `keccak256(0x1901 ‖
-/// domainSeparator ‖ hashStruct(Anchor))`, domain "meshd EpochAnchor", "1".
-pub fn anchor_digest(domain: &AnchorDomain, from: u64, to: u64, root: &Hash32) -> Hash32 {
-    let mut address = [0u8; 32];
-    address[12..].copy_from_slice(&domain.contract);
-    let separator = keccak256_concat(&[
-        &keccak256(DOMAIN_TYPE).0,
-        &keccak256("meshd EpochAnchor").0,
-        &keccak256("1").0,
-        &word_u64(domain.chain_id),
-        &address,
-    ]);
-    let structured = keccak256_concat(&[&keccak256(ANCHOR_TYPE).0, &word_u64(from), &word_u64(to), &root.0]);
-    keccak256_concat(&[b"\x19\x01", &separator.0, &structured.0])
 }
 
 #[cfg(test)]
@@ -206,46 +152,5 @@ mod tests {
         let b = beacon_time_ms(&Hash32([2; 32]), &id(1), 7, 1_000, 60_000);
         assert!((16_000..61_000).contains(&a));
         assert_ne!(a, b);
-    }
-
-    fn hex32(s: &str) -> Hash32 {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).expect("hex");
-        Hash32(out)
-    }
-
-    #[test]
-    fn the_anchor_digest_matches_the_contract_vector() {
-        // docs/chain.md §4: chain 31337, EpochAnchor at anvil's first deployment.
-        let mut contract = [0u8; 20];
-        hex::decode_to_slice("5FbDB2315678afecb367f032d93F642f64180aa3", &mut contract).expect("hex");
-        let domain = AnchorDomain { chain_id: 31337, contract };
-        let root = keccak256("meshd test root");
-        assert_eq!(
-            anchor_digest(&domain, 0, 3, &root),
-            hex32("896f3f3eac82203e4cee025b2066ac792a0f8ef92c00f2c612ca17c4628ee0ed")
-        );
-    }
-
-    #[test]
-    fn the_summary_leaf_matches_the_contract_vector() {
-        let summary = EpochSummary {
-            region: Region(0x8a2a1072b59ffff),
-            epoch: 1,
-            previous: Hash32::ZERO,
-            reports_root: keccak256("reports"),
-            rewards_root: keccak256("rewards"),
-            energy_root: keccak256("energy"),
-            beacon_count: 0,
-            witness_count: 0,
-            attestation_count: 0,
-            reward_units: 0,
-            energy_wh: 0,
-            committee_hash: Hash32::ZERO,
-        };
-        assert_eq!(
-            summary_leaf(&summary, &keccak256("summary")),
-            hex32("4909ece1013ca661a2ecb5455cea76107c62e84bcd0a5fd1335c6896f310c6af")
-        );
     }
 }

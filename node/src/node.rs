@@ -16,9 +16,11 @@ use meshd_protocol::rules::witness;
 use meshd_protocol::signature;
 use meshd_protocol::{GatewayId, Hash32, beacon};
 
-use crate::committee::{AnchorDomain, Committee, anchor_digest, anchor_root, beacon_time_ms, summary_leaf};
+use crate::committee::{Committee, anchor_root, beacon_time_ms};
 use crate::consensus::{Action, Instance, Step, TimeoutStep};
 use crate::pool::{self, Context, Limits, Pool, Reason, Report};
+use meshd_protocol::anchor::{AnchorDomain, EpochRange};
+use meshd_protocol::merkle::summary_leaf;
 
 /// Consensus timeouts, in ms. Round `r` waits `base + r · delta`, so that
 /// after the network settles some round is long enough for a quorum.
@@ -1466,7 +1468,7 @@ impl Node {
         let leaves = leaves?;
         self.anchored.insert(first);
         let root = anchor_root(&leaves);
-        let digest = anchor_digest(&self.config.anchor_domain, first, last, &root);
+        let digest = self.config.anchor_domain.anchor_digest(EpochRange { from: first, to: last }, &root);
         Some(Output::SignAnchor { first, last, root, digest })
     }
 

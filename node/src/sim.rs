@@ -21,11 +21,12 @@ use meshd_protocol::reward::RewardParams;
 use meshd_protocol::rules::witness;
 use meshd_protocol::{GatewayId, Hash32, keccak256};
 
-use crate::committee::AnchorDomain;
 use crate::node::{
     Config, Event, FetchError, Heard, Input, Node, Output, Radio, Record, Request, Response, Stored, Timeouts,
 };
 use crate::pool::Limits;
+use meshd_protocol::anchor::AnchorDomain;
+use meshd_protocol::keys::EvmAddress;
 
 /// A small deterministic generator (SplitMix64): the harness's only randomness.
 #[derive(Clone, Debug)]
@@ -314,7 +315,7 @@ pub fn network(members: usize, seed: u64) -> Vec<Member> {
                     datarate: DataRate { spreading_factor: 7, bandwidth_khz: 125 },
                 },
                 anchor_every: 2,
-                anchor_domain: AnchorDomain { chain_id: 31337, contract: [0xAA; 20] },
+                anchor_domain: AnchorDomain { chain_id: 31337, verifying_contract: EvmAddress([0xAA; 20]) },
                 stall_rounds: 4,
             };
             Member { key_secret, id, config }

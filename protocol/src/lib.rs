@@ -9,6 +9,8 @@
 //!   their one encoding, with a size limit per kind.
 //! - [`signature`]: single and batch verification with one verdict everywhere.
 //! - [`hash`]: keccak256 and [`Hash32`].
+//! - [`anchor`]: the EIP-712 digests the anchor committee signs, as the
+//!   `EpochAnchor` contract computes them (docs/chain.md §4).
 //! - [`merkle`]: keccak256 Merkle trees and proofs, compatible with OpenZeppelin's
 //!   `StandardMerkleTree` and `MerkleProof`.
 //! - [`epoch`]: the epoch schedule: which epoch a moment is in, open, grace, deciding.
@@ -22,6 +24,7 @@
 //! then decodes the body with [`Envelope::open`] and applies the rules.
 #![deny(missing_docs)]
 
+pub mod anchor;
 pub mod beacon;
 pub mod codec;
 pub mod envelope;

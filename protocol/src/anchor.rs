@@ -2,8 +2,8 @@
 //! `docs/chain.md` §4 defines them (and as `EpochAnchor` computes them on
 //! chain). Pure: no provider, no IO.
 
-use meshd_protocol::hash::{Hash32, keccak256, keccak256_concat};
-use meshd_protocol::keys::EvmAddress;
+use crate::hash::{Hash32, keccak256, keccak256_concat};
+use crate::keys::EvmAddress;
 
 /// The EIP-712 domain type string; its hash is the first word of the domain separator.
 pub const DOMAIN_TYPE: &str =
@@ -106,7 +106,7 @@ pub fn quorum(n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meshd_protocol::keys::AnchorKey;
+    use crate::keys::AnchorKey;
 
     fn hash(hex_str: &str) -> Hash32 {
         hex_str.parse().expect("test vector is valid hex")

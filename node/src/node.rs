@@ -1209,17 +1209,19 @@ impl Node {
         }
         let bytes =
             Certificate::sign_bytes(&self.config.network, summary.region, epoch, certificate.round, &hash);
-        let mut signers = BTreeSet::new();
-        for s in &certificate.signatures {
-            if self.committee.index(&s.signer).is_none() || signers.contains(&s.signer) {
-                continue;
-            }
-            self.metrics.signatures_verified += 1;
-            if signature::verify_raw(&s.signer.0, &bytes, &s.signature).is_ok() {
-                signers.insert(s.signer);
-            }
-        }
-        signers.len() > 2 * self.committee.len() / 3
+        // The first signature of each distinct committee member, checked in one
+        // batch (a certificate carries up to 2f+1 of them; the batch costs about
+        // half of checking them one by one, with the same verdicts).
+        let mut seen = BTreeSet::new();
+        let items: Vec<signature::Item<'_>> = certificate
+            .signatures
+            .iter()
+            .filter(|s| self.committee.index(&s.signer).is_some() && seen.insert(s.signer))
+            .map(|s| signature::Item { signer: &s.signer.0, message: &bytes, signature: &s.signature })
+            .collect();
+        self.metrics.signatures_verified += items.len() as u64;
+        let valid = signature::verify_batch(&items).iter().filter(|verdict| verdict.is_ok()).count();
+        valid > 2 * self.committee.len() / 3
     }
 
     fn answer(&self, request: &Request) -> Response {

@@ -283,11 +283,6 @@ pub fn summary_hash(summary: &EpochSummary) -> Result<Hash32, CodecError> {
     Ok(keccak256(encode_limited::<_, EPOCH_SUMMARY_LIMIT>(summary, "epoch_summary")?))
 }
 
-/// The encoded length of a commit signature, for size estimates.
-pub fn commit_signature_len(signature: &CommitSignature) -> usize {
-    bincode::encode_to_vec(signature, config::<CERTIFICATE_LIMIT>()).map_or(0, |b| b.len())
-}
-
 /// Encodes any value with the codec's configuration and the given limit, for
 /// storage records that are not wire messages.
 pub fn encode_record<T: Encode, const N: usize>(

@@ -19,8 +19,8 @@ use bincode::{Decode, Encode};
 use crate::envelope::{Envelope, VERSION};
 use crate::hash::{Hash32, keccak256};
 use crate::message::{
-    BeaconReport, Certificate, CommitSignature, EpochSummary, Kind, Message, MeterAttestation, MeterReading,
-    Proposal, Vote, WitnessReport,
+    BeaconReport, Certificate, EpochSummary, Kind, Message, MeterAttestation, MeterReading, Proposal, Vote,
+    WitnessReport,
 };
 
 /// Most members a committee has (larger regions are sampled down to it).

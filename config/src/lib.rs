@@ -178,6 +178,11 @@ schema! {
         /// At least 1; the interval (this times the epoch length) is at most
         /// 31 days. Unit: epochs. Default: 24 (daily with one-hour epochs).
         anchor_every_epochs: u64 = 24;
+        /// The first epoch the network decides: its summaries chain back to
+        /// it (its `previous` hash is zero) and no gateway decides an earlier
+        /// one. Every gateway of a network must use the same value. Unit:
+        /// epochs since genesis. Default: 0 (the network starts at genesis).
+        first_epoch: u64 = 0;
     }
 
     /// This gateway's secret keys.
@@ -258,6 +263,55 @@ schema! {
         /// Gain of the antenna. Unit: dBi, from -10 to 20.
         /// Default: 2.0 (a typical stock antenna).
         antenna_gain_dbi: f64 = 2.0;
+    }
+
+    /// Who sits on this gateway's committee: the registered gateways of
+    /// its region.
+    [registry] Registry {
+        /// A fixed list of registered gateways (their ids, "12D3KooW..."),
+        /// this one included, for private and development networks: all of
+        /// them form this gateway's committee, whatever their location. At
+        /// least 4 for fault tolerance. Empty: read the registry from the
+        /// chain (`chain.registry_contract`).
+        /// Default: [] (read from the chain).
+        members: Vec<String> = Vec::new();
+    }
+
+    /// The EVM chain that holds the gateway registry and the anchors.
+    [chain] Chain {
+        /// JSON-RPC endpoint of an EVM node, "http://", "https://", "ws://"
+        /// or "wss://". Unset: no chain; the registry must then be fixed in
+        /// `registry.members` and nothing is anchored.
+        /// Default: unset.
+        rpc_url: Option<String> = None, example = "\"http://127.0.0.1:8545\"";
+        /// EIP-155 chain id: part of every anchor signature, so signatures for
+        /// one chain are worthless on another.
+        /// Default: 31337 (a local development chain).
+        chain_id: u64 = 31_337;
+        /// Address of the EpochAnchor contract (0x and 40 hex digits).
+        /// Default: unset (no anchoring).
+        anchor_contract: Option<String> = None, example = "\"0x5FbDB2315678afecb367f032d93F642f64180aa3\"";
+        /// Address of the GatewayRegistry contract (0x and 40 hex digits).
+        /// Default: unset.
+        registry_contract: Option<String> = None, example = "\"0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512\"";
+    }
+
+    /// A synthetic source of traffic for demonstrations and test meshes,
+    /// in place of a radio and meters: the gateway "hears" the beacons of
+    /// the other gateways whose beacon reports reach it, with a signal
+    /// computed from their distance (free-space path loss), and produces
+    /// meter readings that follow a daylight curve. Never enable it on a
+    /// gateway of a production network.
+    [synthetic] Synthetic {
+        /// Turn the synthetic source on.
+        /// Default: false.
+        enabled: bool = false;
+        /// Synthetic energy meters attached to this gateway, each with its
+        /// own key, from 0 to 64. Unit: meters. Default: 1.
+        meters: u32 = 1;
+        /// Peak power of each synthetic meter (a solar installation at
+        /// noon). Unit: watts, from 1 to 10,000,000. Default: 5000.
+        meter_peak_w: u64 = 5_000;
     }
 
     /// Logging, to standard error.

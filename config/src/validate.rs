@@ -260,6 +260,59 @@ pub enum ValidationError {
         /// The value found.
         value: f64,
     },
+    /// A registry member is not a gateway id.
+    #[error(
+        "`{key}` = {value:?} is not a gateway id; fix: give the id printed by `meshd keys show`, \
+         e.g. \"12D3KooW…\""
+    )]
+    RegistryMember {
+        /// The key and index, e.g. `registry.members[0]`.
+        key: String,
+        /// The value found.
+        value: String,
+    },
+    /// The same gateway is listed twice in the registry.
+    #[error("`{key}` = {value:?} is listed twice; fix: list each gateway once")]
+    RegistryDuplicate {
+        /// The key and index of the second listing.
+        key: String,
+        /// The value found.
+        value: String,
+    },
+    /// `chain.rpc_url` is not an http(s) or ws(s) URL.
+    #[error(
+        "`chain.rpc_url` = {value:?} is not an http://, https://, ws:// or wss:// URL; fix: give the \
+         JSON-RPC endpoint of an EVM node, e.g. \"http://127.0.0.1:8545\""
+    )]
+    RpcUrl {
+        /// The value found.
+        value: String,
+    },
+    /// A contract address is not 0x and 40 hex digits.
+    #[error(
+        "`{key}` = {value:?} is not an EVM address; fix: write it as 0x and 40 hex digits, as printed \
+         by `meshd chain deploy`"
+    )]
+    ContractAddress {
+        /// The key.
+        key: &'static str,
+        /// The value found.
+        value: String,
+    },
+    /// A synthetic-source setting is out of range.
+    #[error("`{key}` = {value} is outside {min}..={max}; fix: {fix}")]
+    SyntheticRange {
+        /// The key.
+        key: &'static str,
+        /// The value found.
+        value: u64,
+        /// Smallest accepted.
+        min: u64,
+        /// Largest accepted.
+        max: u64,
+        /// What to do.
+        fix: &'static str,
+    },
     /// `log.level` is not a level or list of directives.
     #[error(
         "`log.level` = {value:?}: {directive:?} is not a level or target=level; fix: use one of off, error, \
@@ -303,6 +356,9 @@ impl ValidationError {
             HalfALocation { given, .. } => (*given).into(),
             TwoLocations | H3Cell { .. } | H3CellResolution { .. } => "gateway.h3_cell".into(),
             AntennaGain { .. } => "gateway.antenna_gain_dbi".into(),
+            RegistryMember { key, .. } | RegistryDuplicate { key, .. } => key.clone(),
+            RpcUrl { .. } => "chain.rpc_url".into(),
+            ContractAddress { key, .. } | SyntheticRange { key, .. } => (*key).into(),
             LogLevel { .. } => "log.level".into(),
         }
     }
@@ -328,6 +384,8 @@ impl Config {
             problems.push(ValidationError::ApiPortZero { value: self.api.listen });
         }
         self.check_gateway(&mut problems);
+        self.check_registry_and_chain(&mut problems);
+        self.check_synthetic(&mut problems);
         if let Some(directive) = bad_log_directive(&self.log.level) {
             problems.push(ValidationError::LogLevel { value: self.log.level.clone(), directive });
         }
@@ -464,6 +522,75 @@ impl Config {
     }
 }
 
+impl Config {
+    fn check_registry_and_chain(&self, problems: &mut Vec<ValidationError>) {
+        let mut seen = std::collections::BTreeSet::new();
+        for (index, value) in self.registry.members.iter().enumerate() {
+            let key = format!("registry.members[{index}]");
+            match GatewayId::from_str(value) {
+                Err(_) => problems.push(ValidationError::RegistryMember { key, value: value.clone() }),
+                Ok(id) if !seen.insert(id) => {
+                    problems.push(ValidationError::RegistryDuplicate { key, value: value.clone() })
+                }
+                Ok(_) => {}
+            }
+        }
+        if let Some(url) = &self.chain.rpc_url {
+            let scheme_ok = ["http://", "https://", "ws://", "wss://"]
+                .iter()
+                .any(|scheme| url.strip_prefix(scheme).is_some_and(|rest| !rest.is_empty()));
+            if !scheme_ok || url.chars().any(char::is_whitespace) {
+                problems.push(ValidationError::RpcUrl { value: url.clone() });
+            }
+        }
+        for (key, value) in [
+            ("chain.anchor_contract", &self.chain.anchor_contract),
+            ("chain.registry_contract", &self.chain.registry_contract),
+        ] {
+            if let Some(value) = value.as_ref().filter(|v| !is_evm_address(v)) {
+                problems.push(ValidationError::ContractAddress { key, value: value.clone() });
+            }
+        }
+    }
+
+    fn check_synthetic(&self, problems: &mut Vec<ValidationError>) {
+        let synthetic = &self.synthetic;
+        if u64::from(synthetic.meters) > MAX_SYNTHETIC_METERS {
+            problems.push(ValidationError::SyntheticRange {
+                key: "synthetic.meters",
+                value: synthetic.meters.into(),
+                min: 0,
+                max: MAX_SYNTHETIC_METERS,
+                fix: "attach at most 64 synthetic meters",
+            });
+        }
+        if !(1..=MAX_SYNTHETIC_PEAK_W).contains(&synthetic.meter_peak_w) {
+            problems.push(ValidationError::SyntheticRange {
+                key: "synthetic.meter_peak_w",
+                value: synthetic.meter_peak_w,
+                min: 1,
+                max: MAX_SYNTHETIC_PEAK_W,
+                fix: "give a peak power in watts, e.g. 5000",
+            });
+        }
+    }
+}
+
+/// Most synthetic meters per gateway: enough to show a site with many
+/// installations, few enough that their readings stay a small share of a
+/// region's reports.
+pub const MAX_SYNTHETIC_METERS: u64 = 64;
+
+/// Largest synthetic peak power, 10 MW: a large solar park; beyond that a
+/// value is a unit mix-up (W vs mW).
+pub const MAX_SYNTHETIC_PEAK_W: u64 = 10_000_000;
+
+/// `0x` followed by exactly 40 hex digits (any case: the EIP-55 checksum is
+/// not required in a configuration file).
+fn is_evm_address(value: &str) -> bool {
+    value.strip_prefix("0x").is_some_and(|hex| hex.len() == 40 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// A light check of the multiaddr text form, `/<protocol>/<value>…`: the
 /// networking layer parses it fully; this catches the common mistakes (a bare
 /// `host:port`, spaces, empty parts) with a message naming the key.
@@ -527,6 +654,28 @@ mod tests {
             problems_of(|c| c.network.name = "my net".into()),
             [ValidationError::NetworkNameCharacter { name: "my net".into(), character: ' ' }]
         );
+    }
+
+    #[test]
+    fn registry_chain_and_synthetic_rules() {
+        let id = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+        assert!(problems_of(|c| c.registry.members = vec![id.into()]).is_empty());
+        let found = problems_of(|c| c.registry.members = vec![id.into(), "gw1".into(), id.into()]);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].key(), "registry.members[1]");
+        assert_eq!(found[1].key(), "registry.members[2]");
+        assert!(problems_of(|c| c.chain.rpc_url = Some("http://127.0.0.1:8545".into())).is_empty());
+        for bad in ["127.0.0.1:8545", "http://", "ftp://x", "http://a b"] {
+            let found = problems_of(|c| c.chain.rpc_url = Some(bad.into()));
+            assert_eq!(found.len(), 1, "{bad}");
+            assert_eq!(found[0].key(), "chain.rpc_url");
+        }
+        let address = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+        assert!(problems_of(|c| c.chain.anchor_contract = Some(address.into())).is_empty());
+        let found = problems_of(|c| c.chain.registry_contract = Some(address[..41].into()));
+        assert_eq!(found[0].key(), "chain.registry_contract");
+        assert_eq!(problems_of(|c| c.synthetic.meters = 65)[0].key(), "synthetic.meters");
+        assert_eq!(problems_of(|c| c.synthetic.meter_peak_w = 0)[0].key(), "synthetic.meter_peak_w");
     }
 
     #[test]

@@ -104,7 +104,8 @@ pub enum Topic {
 pub enum Request {
     /// Report envelopes by id.
     Reports {
-        /// The epoch.
+        /// The epoch they belong to: where the answering node looks first;
+        /// it searches every epoch it holds.
         epoch: u64,
         /// The ids.
         ids: Vec<Hash32>,
@@ -1227,11 +1228,16 @@ impl Node {
     fn answer(&self, request: &Request) -> Response {
         match request {
             Request::Reports { epoch, ids } => {
-                let Some(state) = self.epochs.get(epoch) else { return Response::NotFound };
+                // The epoch is where to look first; a transport that carries
+                // ids only (the gossip fetch protocol) passes any epoch, and
+                // every held epoch is searched.
+                let first = self.epochs.get(epoch).into_iter();
+                let others = self.epochs.iter().filter(|(e, _)| *e != epoch).map(|(_, s)| s);
+                let states: Vec<&EpochState> = first.chain(others).collect();
                 let list: Vec<Vec<u8>> = ids
                     .iter()
                     .take(codec::MAX_PROPOSAL_REPORTS)
-                    .filter_map(|id| state.pool.get(id))
+                    .filter_map(|id| states.iter().find_map(|state| state.pool.get(id)))
                     .filter_map(|r| codec::encode_envelope(&r.envelope).ok())
                     .collect();
                 Response::Reports(list)

@@ -15,9 +15,9 @@ use meshd_protocol::keccak256;
 use prometheus_client::registry::Registry;
 
 use crate::config::{Config, KademliaMode};
-use crate::fetch;
 use crate::scoring;
 use crate::topic::Topic;
+use crate::{decision, fetch};
 
 /// Largest gossipsub RPC frame. One certificate envelope is about 12.4 KB
 /// (`MAX_ENVELOPE_LEN`); implementations batch several messages and control
@@ -105,6 +105,8 @@ pub(crate) struct Behaviour {
     pub dcutr: dcutr::Behaviour,
     /// Fetches envelopes by id.
     pub fetch: request_response::Behaviour<fetch::Codec>,
+    /// Fetches a region's decision of an epoch.
+    pub decision: request_response::Behaviour<decision::Codec>,
 }
 
 /// Why the behaviour could not be built.
@@ -189,6 +191,14 @@ impl Behaviour {
                 .with_max_concurrent_streams(limits.max_pending_fetches),
         );
 
+        let decision = request_response::Behaviour::with_codec(
+            decision::Codec,
+            [(decision::protocol(&config.network), request_response::ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(limits.fetch_timeout)
+                .with_max_concurrent_streams(limits.max_pending_fetches),
+        );
+
         Ok(Behaviour {
             limits: connection_limits,
             gossipsub,
@@ -202,6 +212,7 @@ impl Behaviour {
             relay_server: relay_server.into(),
             dcutr: dcutr::Behaviour::new(peer_id),
             fetch,
+            decision,
         })
     }
 }

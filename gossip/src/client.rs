@@ -21,13 +21,41 @@ pub struct Client {
 /// What the event loop is asked to do; each carries the oneshot its answer goes to.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Publish { topic: Topic, bytes: Vec<u8>, reply: oneshot::Sender<Result<Hash32, PublishError>> },
-    Subscribe { topic: Topic, reply: oneshot::Sender<Result<bool, SubscribeError>> },
-    Unsubscribe { topic: Topic, reply: oneshot::Sender<bool> },
-    ReportValidation { id: Hash32, verdict: Verdict, reply: oneshot::Sender<bool> },
-    Fetch { peer: PeerId, ids: Vec<Hash32>, reply: oneshot::Sender<Result<Fetched, FetchError>> },
-    Dial { address: Multiaddr, reply: oneshot::Sender<Result<(), DialError>> },
-    Snapshot { reply: oneshot::Sender<Snapshot> },
+    Publish {
+        topic: Topic,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<Hash32, PublishError>>,
+    },
+    Subscribe {
+        topic: Topic,
+        reply: oneshot::Sender<Result<bool, SubscribeError>>,
+    },
+    Unsubscribe {
+        topic: Topic,
+        reply: oneshot::Sender<bool>,
+    },
+    ReportValidation {
+        id: Hash32,
+        verdict: Verdict,
+        reply: oneshot::Sender<bool>,
+    },
+    Fetch {
+        peer: PeerId,
+        ids: Vec<Hash32>,
+        reply: oneshot::Sender<Result<Fetched, FetchError>>,
+    },
+    FetchDecision {
+        peer: PeerId,
+        request: crate::decision::Request,
+        reply: oneshot::Sender<Result<Vec<Envelope>, FetchError>>,
+    },
+    Dial {
+        address: Multiaddr,
+        reply: oneshot::Sender<Result<(), DialError>>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Snapshot>,
+    },
 }
 
 /// A snapshot of the layer's state, for status pages and tests.
@@ -169,6 +197,22 @@ impl Client {
     /// Asks a peer for envelopes by id.
     pub async fn fetch(&self, peer: PeerId, ids: Vec<Hash32>) -> Result<Fetched, FetchError> {
         self.ask(|reply| Command::Fetch { peer, ids, reply }).await.map_err(|_| FetchError::Stopped)?
+    }
+
+    /// Asks a peer for the decision of `region` (its H3 index) in `epoch`:
+    /// the envelopes of the finalized summary and its certificate, decoded but
+    /// not checked (the certificate is checked against the committee by the
+    /// node). Empty when the peer does not hold the decision.
+    pub async fn fetch_decision(
+        &self,
+        peer: PeerId,
+        region: u64,
+        epoch: u64,
+    ) -> Result<Vec<Envelope>, FetchError> {
+        let request = crate::decision::Request { region, epoch };
+        self.ask(|reply| Command::FetchDecision { peer, request, reply })
+            .await
+            .map_err(|_| FetchError::Stopped)?
     }
 
     /// Dials an address (with or without `/p2p/<id>`).

@@ -51,6 +51,19 @@ pub enum Event {
         /// Where the answer goes.
         responder: FetchResponder,
     },
+    /// A peer asked for the decision of `region` in `epoch`. Answer through
+    /// the responder with the envelopes of the finalized summary and its
+    /// certificate, or with none; a dropped responder answers with none.
+    DecisionRequested {
+        /// The asking peer.
+        peer: PeerId,
+        /// The region's H3 index.
+        region: u64,
+        /// The epoch.
+        epoch: u64,
+        /// Where the answer goes.
+        responder: FetchResponder,
+    },
     /// What AutoNAT found out about our reachability changed.
     ReachabilityChanged {
         /// The new reachability.

@@ -16,8 +16,8 @@ use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, identify, kad, mdns, relay};
-use meshd_protocol::Hash32;
 use meshd_protocol::codec::{self, MAX_ENVELOPE_LEN};
+use meshd_protocol::{Envelope, Hash32};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::behaviour::{self, Behaviour, BehaviourEvent};
 use crate::client::{Command, DialError, FetchError, Fetched, PublishError, Snapshot, SubscribeError};
 use crate::config::Config;
+use crate::decision;
 use crate::event::{Event, FetchResponder, Reachability, Verdict};
 use crate::fetch::{Request, Response, Status};
 use crate::metrics::{DropReason, Metrics};
@@ -40,6 +41,9 @@ type PendingFetch = Pin<Box<dyn Future<Output = (ResponseChannel<Response>, Opti
 
 /// Where the answer to one of our fetches goes.
 type FetchReply = oneshot::Sender<Result<Fetched, FetchError>>;
+
+/// Where the answer to one of our decision requests goes.
+type DecisionReply = oneshot::Sender<Result<Vec<Envelope>, FetchError>>;
 
 /// A message awaiting the node's verdict.
 struct PendingValidation {
@@ -72,6 +76,8 @@ pub struct EventLoop {
     pending_validations: HashMap<Hash32, PendingValidation>,
     inbound_fetches: FuturesUnordered<PendingFetch>,
     outbound_fetches: HashMap<OutboundRequestId, (Vec<Hash32>, FetchReply)>,
+    inbound_decisions: FuturesUnordered<PendingFetch>,
+    outbound_decisions: HashMap<OutboundRequestId, DecisionReply>,
     reachability: Reachability,
     confirmed_direct: HashSet<Multiaddr>,
     /// Relay reservations asked for: listener → (relay, circuit address).
@@ -102,6 +108,8 @@ impl EventLoop {
             pending_validations: HashMap::new(),
             inbound_fetches: FuturesUnordered::new(),
             outbound_fetches: HashMap::new(),
+            inbound_decisions: FuturesUnordered::new(),
+            outbound_decisions: HashMap::new(),
             reachability,
             confirmed_direct: declared,
             reservations: HashMap::new(),
@@ -131,6 +139,9 @@ impl EventLoop {
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 Some((channel, envelopes)) = self.inbound_fetches.next(), if !self.inbound_fetches.is_empty() => {
                     self.answer_fetch(channel, envelopes);
+                }
+                Some((channel, envelopes)) = self.inbound_decisions.next(), if !self.inbound_decisions.is_empty() => {
+                    self.answer_decision(channel, envelopes);
                 }
                 _ = housekeeping.tick() => self.expire_validations(),
                 _ = maintenance.tick() => self.maintain(),
@@ -174,6 +185,9 @@ impl EventLoop {
                 let _ = reply.send(self.report_validation(id, verdict));
             }
             Command::Fetch { peer, ids, reply } => self.start_fetch(peer, ids, reply),
+            Command::FetchDecision { peer, request, reply } => {
+                self.start_decision_fetch(peer, request, reply)
+            }
             Command::Dial { address, reply } => {
                 let result = self.swarm.dial(address).map_err(|e| DialError::Refused(e.to_string()));
                 let _ = reply.send(result);
@@ -246,6 +260,16 @@ impl EventLoop {
         self.metrics.fetch_sent();
         let request_id = self.swarm.behaviour_mut().fetch.send_request(&peer, Request::Ids(ids.clone()));
         self.outbound_fetches.insert(request_id, (ids, reply));
+    }
+
+    fn start_decision_fetch(&mut self, peer: PeerId, request: decision::Request, reply: DecisionReply) {
+        if self.outbound_decisions.len() >= self.config.limits.max_pending_fetches {
+            let _ = reply.send(Err(FetchError::Busy));
+            return;
+        }
+        self.metrics.fetch_sent();
+        let request_id = self.swarm.behaviour_mut().decision.send_request(&peer, request);
+        self.outbound_decisions.insert(request_id, reply);
     }
 
     fn snapshot(&mut self) -> Snapshot {
@@ -373,6 +397,7 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Fetch(event) => self.handle_fetch(event),
+            BehaviourEvent::Decision(event) => self.handle_decision(event),
             BehaviourEvent::Limits(never) => match never {},
         }
     }
@@ -545,18 +570,105 @@ impl EventLoop {
         }
     }
 
-    fn handle_fetch_request(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
+    fn handle_decision(&mut self, event: request_response::Event<decision::Request, Response>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    self.handle_decision_request(peer, request, channel);
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.outbound_decisions.remove(&request_id) {
+                        let _ = reply.send(self.read_decision_response(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, .. } => {
+                if let Some(reply) = self.outbound_decisions.remove(&request_id) {
+                    let _ = reply.send(Err(FetchError::Failed(error.to_string())));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound decision request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn handle_decision_request(
+        &mut self,
+        peer: PeerId,
+        request: decision::Request,
+        channel: ResponseChannel<Response>,
+    ) {
+        let refusal = if !self.take_fetch_token(peer) {
+            Some((Status::RateLimited, DropReason::FetchRateLimited))
+        } else if self.inbound_decisions.len() >= self.config.limits.max_pending_fetches {
+            Some((Status::Busy, DropReason::FetchBusy))
+        } else {
+            None
+        };
+        if let Some((status, reason)) = refusal {
+            self.metrics.dropped(reason);
+            let _ = self.swarm.behaviour_mut().decision.send_response(channel, Response::refusal(status));
+            return;
+        }
+        let timeout = self.config.limits.fetch_timeout;
+        let (sender, receiver) = oneshot::channel();
+        let event = Event::DecisionRequested {
+            peer,
+            region: request.region,
+            epoch: request.epoch,
+            responder: FetchResponder { sender },
+        };
+        if !self.emit(event) {
+            self.metrics.dropped(DropReason::FetchBusy);
+            let _ =
+                self.swarm.behaviour_mut().decision.send_response(channel, Response::refusal(Status::Busy));
+            return;
+        }
+        self.inbound_decisions.push(Box::pin(async move {
+            let envelopes = tokio::time::timeout(timeout, receiver).await.ok().and_then(Result::ok);
+            (channel, envelopes)
+        }));
+    }
+
+    fn answer_decision(&mut self, channel: ResponseChannel<Response>, envelopes: Option<Vec<Vec<u8>>>) {
+        self.metrics.fetch_served();
+        let response = Response { status: Status::Ok, envelopes: envelopes.unwrap_or_default() };
+        // The requester may have gone; then the response has nowhere to go.
+        let _ = self.swarm.behaviour_mut().decision.send_response(channel, response);
+    }
+
+    fn read_decision_response(&self, response: Response) -> Result<Vec<Envelope>, FetchError> {
+        if response.status != Status::Ok {
+            return Err(FetchError::Refused(response.status));
+        }
+        let mut envelopes = Vec::with_capacity(response.envelopes.len());
+        for bytes in response.envelopes {
+            match codec::decode_envelope(&bytes) {
+                Ok(envelope) => envelopes.push(envelope),
+                Err(_) => self.metrics.dropped(DropReason::MalformedFetchEnvelope),
+            }
+        }
+        Ok(envelopes)
+    }
+
+    /// Takes one token of `peer`'s fetch rate (fetches and decision requests share it).
+    fn take_fetch_token(&mut self, peer: PeerId) -> bool {
         let now = Instant::now();
         let limits = &self.config.limits;
-        let bucket = self
-            .fetch_rates
+        self.fetch_rates
             .entry(peer)
-            .or_insert_with(|| TokenBucket::new(limits.fetch_rate, limits.fetch_burst, now));
-        let refusal = if !bucket.try_take(now) {
+            .or_insert_with(|| TokenBucket::new(limits.fetch_rate, limits.fetch_burst, now))
+            .try_take(now)
+    }
+
+    fn handle_fetch_request(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
+        let refusal = if !self.take_fetch_token(peer) {
             Some((Status::RateLimited, DropReason::FetchRateLimited))
         } else if matches!(request, Request::Oversized) {
             Some((Status::TooLarge, DropReason::OversizedFetchRequest))
-        } else if self.inbound_fetches.len() >= limits.max_pending_fetches {
+        } else if self.inbound_fetches.len() >= self.config.limits.max_pending_fetches {
             Some((Status::Busy, DropReason::FetchBusy))
         } else {
             None
@@ -567,7 +679,7 @@ impl EventLoop {
             return;
         }
         let Request::Ids(ids) = request else { return };
-        let timeout = limits.fetch_timeout;
+        let timeout = self.config.limits.fetch_timeout;
         let (sender, receiver) = oneshot::channel();
         if !self.emit(Event::FetchRequested { peer, ids, responder: FetchResponder { sender } }) {
             self.metrics.dropped(DropReason::FetchBusy);

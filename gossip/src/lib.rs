@@ -47,6 +47,7 @@
 pub mod behaviour;
 pub mod client;
 pub mod config;
+pub mod decision;
 pub mod event;
 mod event_loop;
 pub mod fetch;

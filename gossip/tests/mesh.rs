@@ -75,6 +75,18 @@ impl Node {
                             let store = store.lock().expect("lock");
                             responder.respond(ids.iter().filter_map(|id| store.get(id).cloned()).collect());
                         }
+                        // The test's "decision" of epoch 7 is the first two envelopes stored.
+                        Event::DecisionRequested { epoch, responder, .. } => {
+                            let store = store.lock().expect("lock");
+                            let mut held: Vec<(&Hash32, &Vec<u8>)> = store.iter().collect();
+                            held.sort();
+                            let answer = if epoch == 7 {
+                                held.iter().take(2).map(|(_, bytes)| (*bytes).clone()).collect()
+                            } else {
+                                Vec::new()
+                            };
+                            responder.respond(answer);
+                        }
                         Event::ListenAddressAdded { address } => {
                             seen.lock().expect("lock").listening.push(address)
                         }
@@ -298,6 +310,15 @@ async fn fetch_returns_the_reports_asked_for_and_refuses_oversized_requests() {
     for (id, envelope) in &fetched.found {
         assert_eq!(envelope.id().ok(), Some(*id));
     }
+
+    // Decisions are asked for by (region, epoch), not by id.
+    let decision = requester
+        .client
+        .fetch_decision(server.peer_id, 0x84_1f_1d_4f_ff_ff_ff_ff, 7)
+        .await
+        .expect("decision");
+    assert_eq!(decision.len(), 2);
+    assert!(requester.client.fetch_decision(server.peer_id, 1, 8).await.expect("decision").is_empty());
 
     let too_many: Vec<Hash32> = (0..300u32).map(|i| meshd_protocol::keccak256(i.to_le_bytes())).collect();
     assert_eq!(

@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
-# Shows what meshd does today, on this machine, in a scratch directory:
-# builds the `meshd` binary, creates a gateway identity, writes the documented
-# default configuration, points it at the scratch directory with environment
-# overrides, checks it and prints the gateway's id.
+# Brings up a local mesh of four gateways on this machine — four `meshd run`
+# processes on loopback, with the synthetic source and 15-second epochs — and
+# shows their committee finalizing epochs: every gateway prints the same
+# summary hash for every epoch.
 #
-#   bash scripts/demo.sh                # scratch directory under /tmp
-#   DEMO_DIR=./demo bash scripts/demo.sh   # elsewhere (MESHD_* names are
-#                                          # reserved for config overrides)
+#   bash scripts/demo.sh                      # until 4 epochs are final everywhere
+#   DEMO_EPOCHS=10 bash scripts/demo.sh       # more epochs
+#   DEMO_EPOCHS=0 bash scripts/demo.sh        # run until Ctrl-C
+#   DEMO_DIR=./demo bash scripts/demo.sh      # elsewhere than /tmp/meshd-demo
+#   DEMO_PORT=5170 bash scripts/demo.sh       # p2p ports 5171-5174, API 5181-5184
 #
-# Running it again reuses the directory and its key: the identity is stable.
+# Keys are kept between runs (the gateway ids stay the same); the data of
+# the previous run is removed, since every run starts a new network (its
+# genesis is the moment the demo starts). Logs: $DEMO_DIR/gN/meshd.log.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/setup.sh
 . scripts/setup.sh
+
+epochs="${DEMO_EPOCHS:-4}"
+port="${DEMO_PORT:-4170}"
+# Epoch and grace lengths: long enough for a committee of four on loopback
+# to decide with margin, short enough to watch several epochs in a minute.
+epoch_s=15
+grace_s=3
 
 echo "==> building meshd" >&2
 cargo build --locked -p meshd
@@ -24,34 +35,130 @@ meshd="${target_dir:-target}/debug/meshd"
 dir="${DEMO_DIR:-${TMPDIR:-/tmp}/meshd-demo}"
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
-key="$dir/keys/gateway.key"
-config="$dir/meshd.toml"
 
-echo "==> gateway identity: $key" >&2
-if [ -f "$key" ]; then
-    echo "(exists; reusing it)" >&2
-else
-    "$meshd" keys generate --out "$key"
-fi
-"$meshd" keys show "$key"
+# Four gateways about 2 km apart in Berlin: in one region, beyond the witness
+# rules' 300 m minimum, well within radio range of each other.
+locations=("52.5200 13.4050" "52.5380 13.4050" "52.5200 13.4350" "52.5380 13.4350")
+ids=()
+for n in 1 2 3 4; do
+    key="$dir/g$n/keys/gateway.key"
+    if [ ! -f "$key" ]; then
+        "$meshd" keys generate --out "$key" >/dev/null
+    fi
+    ids+=("$("$meshd" keys show "$key" | sed -n 's/^gateway id: *//p')")
+done
 
-echo "==> default configuration: $config" >&2
-"$meshd" config default > "$config"
-grep -c '^\[' "$config" | sed 's/$/ sections written/' >&2
+genesis=$(( $(date +%s) + 2 ))
+members="$(printf '"%s", ' "${ids[@]}")"
+members="[${members%, }]"
+for n in 1 2 3 4; do
+    rm -rf "$dir/g$n/data"
+    read -r lat lon <<<"${locations[$((n - 1))]}"
+    bootstrap="[]"
+    if [ "$n" -gt 1 ]; then
+        bootstrap="[\"/ip4/127.0.0.1/tcp/$((port + 1))/p2p/${ids[0]}\"]"
+    fi
+    cat > "$dir/g$n/meshd.toml" <<TOML
+# Gateway $n of the local demo mesh (written by scripts/demo.sh).
+[network]
+name = "meshd-demo"
+genesis_unix_s = $genesis
+epoch_length_s = $epoch_s
+grace_period_s = $grace_s
 
-echo "==> checking it, with environment overrides for this directory" >&2
-export MESHD_IDENTITY__KEY_FILE="$key"
-export MESHD_STORAGE__PATH="$dir/data"
-export MESHD_NETWORK__EPOCH_LENGTH_S=60
-export MESHD_NETWORK__GRACE_PERIOD_S=10
-"$meshd" config check "$config"
+[identity]
+key_file = "$dir/g$n/keys/gateway.key"
 
-echo "==> a mistake is named with its file, line, key and fix:" >&2
-broken="$dir/broken.toml"
-sed 's/^epoch_length_s/epoch_lenght_s/' "$config" > "$broken"
-if "$meshd" config check "$broken"; then
-    echo "demo: the broken file was accepted" >&2
+[storage]
+path = "$dir/g$n/data"
+
+[p2p]
+listen = ["/ip4/127.0.0.1/tcp/$((port + n))"]
+bootstrap = $bootstrap
+mdns = false
+
+[api]
+listen = "127.0.0.1:$((port + 10 + n))"
+
+[gateway]
+lat_deg = $lat
+lon_deg = $lon
+
+[registry]
+members = $members
+
+[synthetic]
+enabled = true
+TOML
+    "$meshd" config check "$dir/g$n/meshd.toml" >/dev/null
+done
+
+pids=()
+stop() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap stop EXIT INT TERM
+
+echo "==> starting 4 gateways (logs in $dir/gN/meshd.log)" >&2
+for n in 1 2 3 4; do
+    "$meshd" run --config "$dir/g$n/meshd.toml" > "$dir/g$n/meshd.log" 2>&1 &
+    pids+=("$!")
+    printf '    g%s  %s  api 127.0.0.1:%s\n' "$n" "${ids[$((n - 1))]}" "$((port + 10 + n))" >&2
+done
+
+# The latest finalized epoch and its summary hash of gateway n, "-" before any.
+finalized() {
+    "$meshd" status --api "127.0.0.1:$((port + 10 + $1))" 2>/dev/null \
+        | sed -n 's/^last finalized *epoch \([0-9]*\) in round [0-9]*, summary \(0x[0-9a-f]*\).*/\1 \2/p'
+}
+
+echo "==> epochs are ${epoch_s} s; each is decided after its ${grace_s} s grace period" >&2
+deadline=$(( $(date +%s) + (epochs + 3) * epoch_s + 30 ))
+declare -A seen=()
+declare -A summary_of=()   # "epoch" -> the first summary hash seen for it
+mismatch=0
+while :; do
+    sleep 2
+    for n in 1 2 3 4; do
+        if ! kill -0 "${pids[$((n - 1))]}" 2>/dev/null; then
+            echo "demo: gateway $n exited; its log:" >&2
+            tail -n 20 "$dir/g$n/meshd.log" >&2
+            exit 1
+        fi
+        read -r epoch hash <<<"$(finalized "$n")" || true
+        if [ -n "${epoch:-}" ] && [ "${seen[$n]:-}" != "$epoch" ]; then
+            seen[$n]="$epoch"
+            printf 'g%s finalized epoch %s: summary %s\n' "$n" "$epoch" "$hash"
+            if [ -z "${summary_of[$epoch]:-}" ]; then
+                summary_of[$epoch]="$hash"
+            elif [ "${summary_of[$epoch]}" != "$hash" ]; then
+                echo "demo: gateway $n finalized a different summary for epoch $epoch" >&2
+                mismatch=1
+            fi
+        fi
+    done
+    if [ "$epochs" -gt 0 ]; then
+        done_count=0
+        for n in 1 2 3 4; do
+            if [ -n "${seen[$n]:-}" ] && [ "${seen[$n]}" -ge $((epochs - 1)) ]; then
+                done_count=$((done_count + 1))
+            fi
+        done
+        if [ "$done_count" -eq 4 ]; then
+            break
+        fi
+        if [ "$(date +%s)" -gt "$deadline" ]; then
+            echo "demo: epochs did not finalize in time; logs in $dir/gN/meshd.log" >&2
+            exit 1
+        fi
+    fi
+done
+
+echo "==> all 4 gateways finalized epochs 0..$((epochs - 1)); latest at each:" >&2
+for n in 1 2 3 4; do "$meshd" status --api "127.0.0.1:$((port + 10 + n))" | sed -n 's/^last finalized */    g'"$n"' /p'; done
+if [ "$mismatch" -ne 0 ]; then
+    echo "demo: the gateways disagree on a summary" >&2
     exit 1
 fi
-
-echo "==> done. The local mesh (meshd run) comes in a later release." >&2
+echo "==> stopping the gateways" >&2

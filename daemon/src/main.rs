@@ -1,8 +1,9 @@
 //! `meshd`: the peer-to-peer gateway mesh daemon.
 //!
-//! This binary wires the pure crates to real IO. For now it manages the
-//! gateway's key file and its configuration:
+//! This binary wires the pure crates to real IO:
 //!
+//! - `meshd run --config FILE`: run the gateway (see [`meshd::gateway`])
+//! - `meshd status [--config FILE | --api ADDR] [--json]`: a running gateway's status
 //! - `meshd keys generate --out FILE [--force]`, `meshd keys show FILE`
 //! - `meshd config default`, `meshd config check FILE`
 //!
@@ -37,6 +38,26 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gateway: join the mesh, gossip and validate reports, take
+    /// part in its committee's consensus, serve the local API. Stops
+    /// cleanly on Ctrl-C or SIGTERM.
+    Run {
+        /// The configuration file (see `meshd config default`).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print the status of a running gateway, read from its local API.
+    Status {
+        /// Read the API address (`api.listen`) from this configuration file.
+        #[arg(long, value_name = "FILE", conflicts_with = "api")]
+        config: Option<PathBuf>,
+        /// The API address, e.g. 127.0.0.1:4180 (default: the default `api.listen`).
+        #[arg(long, value_name = "ADDR")]
+        api: Option<std::net::SocketAddr>,
+        /// Print the raw JSON of GET /v1/status.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create and inspect the gateway's key file.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -102,8 +123,71 @@ fn main() -> ExitCode {
     }
 }
 
+/// How long `meshd status` waits for the daemon's answer.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn run_gateway(file: &std::path::Path) -> anyhow::Result<()> {
+    let env = config_file::meshd_env()?;
+    let config = config_file::load(file, &env)?;
+    let keys = keys::read(&config.identity.key_file)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stopping");
+            on_signal.cancel();
+        });
+        meshd::gateway::run(config, keys, shutdown).await
+    })
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; Ctrl-C still stops the gateway");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn print_status(
+    config: Option<PathBuf>,
+    api: Option<std::net::SocketAddr>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let address = match (config, api) {
+        (Some(file), _) => config_file::load(&file, &config_file::meshd_env()?)?.api.listen,
+        (None, Some(address)) => address,
+        (None, None) => Config::default().api.listen,
+    };
+    let (code, body) = meshd::gateway::api::get_blocking(address, "/v1/status", STATUS_TIMEOUT)?;
+    if code != 200 {
+        anyhow::bail!("the daemon at {address} answered HTTP {code}: {body}");
+    }
+    if json {
+        println!("{body}");
+    } else {
+        let status: meshd::gateway::status::Status = serde_json::from_str(&body).map_err(|e| {
+            anyhow::anyhow!("the daemon at {address} sent a status this meshd cannot read: {e}")
+        })?;
+        print!("{}", status.render());
+    }
+    Ok(())
+}
+
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Run { config } => run_gateway(&config)?,
+        Command::Status { config, api, json } => print_status(config, api, json)?,
         Command::Keys(KeysCommand::Generate { out, force }) => {
             let keys = keys::generate()?;
             let existed = out.exists();

@@ -1,0 +1,559 @@
+//! `meshd run`: one gateway — the node state machine driven by the gossip
+//! layer (rust-libp2p), the sled store, the clock, the local API and, on demo
+//! meshes, the synthetic source.
+//!
+//! # The loop
+//!
+//! One task owns the [`Node`]. It drains the node's outputs until the node
+//! asks to be woken ([`Output::Timeout`]), then waits for whichever comes
+//! first: a gossip event, a fetch result, a synthetic frame, the wake-up
+//! time or shutdown, and feeds it to the node as an [`Input`].
+//!
+//! - `Persist` is written to sled (fsync'd) before `Persisted` goes back to
+//!   the node, so every vote leaves only after it is durable; a failed write
+//!   stops the daemon (it must never send a vote it could forget).
+//! - `Publish` goes out on the region or global topic; `Fetch` runs as its
+//!   own task and its answer comes back as `FetchResponse`.
+//! - Inbound fetch and decision requests become `FetchRequest`s; the node's
+//!   `Respond` answers them.
+//! - Each gossip message gets the gossip layer's verdict from what the node
+//!   made of it: refused for a provable fault (malformed, bad signature,
+//!   broken rule) → reject, refused for timing or spam limits or as a copy →
+//!   ignore, otherwise accept.
+//! - `SignAnchor` is signed with the anchor key; the latest shows in the status.
+//!
+//! After each step the loop publishes a [`status::Status`] that
+//! `GET /v1/status` serves, and brings the node's counters to `/metrics`.
+
+pub mod api;
+pub mod metrics;
+pub mod records;
+pub mod settings;
+pub mod status;
+pub mod synthetic;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use meshd_config::Config;
+use meshd_gossip::{Client, Event as GossipEvent, FetchResponder, Multiaddr, PeerId, Verdict};
+use meshd_node::{Event, FetchError, Input, Node, Output, Request, Response, Topic};
+use meshd_protocol::codec;
+use meshd_protocol::envelope::{Domain, Envelope};
+use meshd_protocol::keys::KeyFile;
+use meshd_protocol::message::Message;
+use meshd_protocol::{GatewayId, Hash32};
+use meshd_storage::{SledStore, Store};
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock;
+use status::Status;
+use synthetic::SyntheticRadio;
+
+/// Fetch results waiting for the loop. A round fetches from a handful of
+/// peers; 256 is far above what a committee of 128 has in flight.
+const FETCH_RESULTS: usize = 256;
+
+/// Inbound requests awaiting the node's answer. The node answers in the same
+/// step, so only requests whose answer was dropped linger; past this bound the
+/// oldest are answered empty.
+const MAX_PENDING_REQUESTS: usize = 1024;
+
+/// Synthetic frames waiting for their reception time: one per beacon of the
+/// region and epoch, bounded by the pool's own limit on beacons.
+const MAX_PENDING_FRAMES: usize = 1024;
+
+/// How often the peer count in the status is refreshed.
+const STATUS_REFRESH: Duration = Duration::from_secs(1);
+
+/// How long one gossip command may take before the loop gives up on it: the
+/// event loop answers in microseconds unless it is shutting down.
+const GOSSIP_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Refusal codes of the node that prove the forwarding peer relayed
+/// something invalid (it should have checked): the gossip layer rejects such
+/// messages and penalises the peer. Every other refusal (timing, limits,
+/// copies, unknown epochs) is ignored without penalty.
+const PROVABLE_FAULTS: [&str; 5] =
+    ["malformed", "bad_signature", "beacon_not_derived", "not_sorted", "not_proposer"];
+
+/// The gossip layer's configuration from the daemon's.
+pub fn gossip_config(config: &Config) -> anyhow::Result<meshd_gossip::Config> {
+    let parse = |key: &str, list: &[String]| -> anyhow::Result<Vec<Multiaddr>> {
+        list.iter()
+            .enumerate()
+            .map(|(i, text)| {
+                Multiaddr::from_str(text)
+                    .with_context(|| format!("`{key}[{i}]` = {text:?} is not a multiaddr"))
+            })
+            .collect()
+    };
+    let p2p = &config.p2p;
+    let mut gossip = meshd_gossip::Config {
+        network: config.network.name.clone(),
+        listen: parse("p2p.listen", &p2p.listen)?,
+        bootstrap: parse("p2p.bootstrap", &p2p.bootstrap)?,
+        mdns: p2p.mdns,
+        relay_server: p2p.relay_server,
+        ..meshd_gossip::Config::default()
+    };
+    let tcp = gossip.listen.iter().any(|a| a.to_string().contains("/tcp/"));
+    let quic = gossip.listen.iter().any(|a| a.to_string().ends_with("/quic-v1"));
+    gossip.transport = meshd_gossip::config::Transport::Network { tcp: tcp || !quic, quic };
+    gossip.limits.max_connections = p2p.max_connections;
+    gossip.limits.max_connections_per_peer = p2p.max_connections_per_peer;
+    gossip.limits.max_pending_incoming = p2p.max_pending_incoming;
+    gossip.limits.max_pending_outgoing = p2p.max_pending_outgoing;
+    gossip.validate().context("p2p settings")?;
+    Ok(gossip)
+}
+
+fn gossip_topic(topic: Topic) -> meshd_gossip::Topic {
+    match topic {
+        Topic::Region(region) => meshd_gossip::Topic::Region(region),
+        Topic::Global => meshd_gossip::Topic::Global,
+    }
+}
+
+fn gateway_of(peer: &PeerId) -> Option<GatewayId> {
+    GatewayId::from_str(&peer.to_base58()).ok()
+}
+
+/// Runs the gateway until `shutdown` is cancelled.
+pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let started_ms = clock::now_ms();
+    let own = keys.identity.gateway_id();
+    let settings = settings::settings(&config, own)?;
+    let region = settings.node.region;
+    let store =
+        SledStore::open(&config.storage.path, meshd_storage::Options::default()).with_context(|| {
+            format!("cannot open the store in `storage.path` = {}", config.storage.path.display())
+        })?;
+    let stored = records::load(&store, region).context("cannot read the stored consensus records")?;
+    let restored = stored.records.len();
+
+    let mut registry = Registry::default();
+    let (client, mut events, event_loop) =
+        meshd_gossip::new(&keys.identity, gossip_config(&config)?, &mut registry)
+            .context("cannot start networking")?;
+    let node_metrics = metrics::NodeMetrics::new(&mut registry);
+    let registry = Arc::new(registry);
+    let network_stop = CancellationToken::new();
+    let network = tokio::spawn(event_loop.run(network_stop.clone()));
+    for topic in [Topic::Region(region), Topic::Global] {
+        client.subscribe(gossip_topic(topic)).await.context("cannot subscribe to gossip")?;
+    }
+
+    let node =
+        Node::new(settings.node.clone(), keys.identity.clone(), settings.members.clone(), stored, started_ms);
+    let (status_tx, status_rx) = watch::channel(Status::default());
+    let listener = api::bind(config.api.listen).await?;
+    let api_state = api::ApiState { status: status_rx, registry: Arc::clone(&registry) };
+    let api_task = tokio::spawn(api::serve(listener, api::router(api_state), shutdown.clone()));
+
+    let synthetic = config.synthetic.enabled.then(|| {
+        SyntheticRadio::new(
+            own,
+            settings.location,
+            settings.node.radio.antenna_gain_ddbi,
+            settings.node.witness.clone(),
+        )
+    });
+    let (fetch_tx, mut fetch_rx) = mpsc::channel(FETCH_RESULTS);
+    tracing::info!(
+        gateway = %own,
+        anchor = %keys.anchor.address(),
+        region = %format!("{:x}", region.0),
+        committee = settings.members.len(),
+        restored,
+        api = %config.api.listen,
+        synthetic = config.synthetic.enabled,
+        "gateway started"
+    );
+    let mut gateway = Gateway {
+        node,
+        client,
+        store,
+        keys,
+        domain: Domain::new(&config.network.name),
+        settings,
+        fetch_tx,
+        requests: BTreeMap::new(),
+        next_request: 0,
+        frames: BTreeSet::new(),
+        synthetic,
+        metrics: node_metrics,
+        status: status_tx,
+        peers: 0,
+        last_anchor: None,
+        started_ms,
+    };
+    let mut refresh = tokio::time::interval(STATUS_REFRESH);
+    let result = loop {
+        let wake_at = match gateway.drain().await {
+            Ok(at) => at,
+            Err(error) => break Err(error),
+        };
+        gateway.publish_status();
+        let next_frame = gateway.frames.first().map(|(at, ..)| *at);
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Ok(()),
+            event = events.recv() => match event {
+                Some(event) => gateway.on_gossip_event(event).await,
+                None => break Err(anyhow::anyhow!("the networking task stopped")),
+            },
+            Some((id, result)) = fetch_rx.recv() => {
+                gateway.node.handle_input(Input::FetchResponse { now_ms: clock::now_ms(), id, result });
+            }
+            _ = tokio::time::sleep_until(clock::instant_of(next_frame.unwrap_or(u64::MAX))), if next_frame.is_some() => {
+                gateway.deliver_frames();
+            }
+            _ = tokio::time::sleep_until(clock::instant_of(wake_at)) => {
+                gateway.node.handle_input(Input::Timeout { now_ms: clock::now_ms() });
+            }
+            _ = refresh.tick() => gateway.refresh_peers().await,
+        }
+    };
+    network_stop.cancel();
+    let _ = network.await;
+    let _ = api_task.await;
+    if let Err(error) = gateway.store.flush() {
+        tracing::warn!(%error, "final flush of the store failed");
+    }
+    tracing::info!("gateway stopped");
+    result
+}
+
+/// The loop's state: the node and everything its outputs go to.
+struct Gateway {
+    node: Node,
+    client: Client,
+    store: SledStore,
+    keys: KeyFile,
+    domain: Domain,
+    settings: settings::Settings,
+    fetch_tx: mpsc::Sender<(u64, Result<Response, FetchError>)>,
+    /// Inbound requests by the id the node answers with.
+    requests: BTreeMap<u64, FetchResponder>,
+    next_request: u64,
+    /// Synthetic frames by reception time (ties broken by beacon id).
+    frames: BTreeSet<(u64, [u8; 16], FrameKey)>,
+    synthetic: Option<SyntheticRadio>,
+    metrics: metrics::NodeMetrics,
+    status: watch::Sender<Status>,
+    peers: usize,
+    last_anchor: Option<status::Anchor>,
+    started_ms: u64,
+}
+
+/// A heard frame, orderable so that it can wait in a set.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct FrameKey {
+    rssi_ddbm: i16,
+    snr_ddb: i16,
+    frequency_hz: u32,
+    spreading_factor: u8,
+    bandwidth_khz: u16,
+    tmst_us: u32,
+}
+
+impl Gateway {
+    /// Carries out the node's outputs until it asks to be woken; returns when.
+    async fn drain(&mut self) -> anyhow::Result<u64> {
+        loop {
+            match self.node.poll_output() {
+                Output::Timeout(at) => return Ok(at),
+                Output::Publish { topic, bytes } => self.publish(topic, bytes).await,
+                Output::Fetch { id, peer, request } => self.fetch(id, peer, request),
+                Output::Respond { id, response } => self.respond(id, response),
+                Output::Persist { id, batch } => {
+                    let writes = records::batch(&batch)?;
+                    tokio::task::block_in_place(|| self.store.apply(&writes)).context(
+                        "cannot persist consensus records; stopping rather than send what could be forgotten",
+                    )?;
+                    self.node.handle_input(Input::Persisted { now_ms: clock::now_ms(), id });
+                }
+                Output::TransmitBeacon { epoch, beacon_id } => {
+                    // The synthetic source's "air" is the beacon report on gossip.
+                    tracing::debug!(epoch, beacon = %hex::encode(beacon_id.0), "beacon");
+                }
+                Output::SignAnchor { first, last, root, digest } => {
+                    self.sign_anchor(first, last, root, digest)
+                }
+                Output::Event(Event::Finalized { epoch, round, summary }) => {
+                    let counts = self
+                        .node
+                        .finalized(epoch)
+                        .map(|(s, c)| (s.beacon_count, s.witness_count, c.signatures.len()));
+                    let (beacons, witnesses, signatures) = counts.unwrap_or_default();
+                    tracing::info!(epoch, round, summary = %summary, beacons, witnesses, signatures, "epoch finalized");
+                }
+                Output::Event(Event::Stalled { epoch, reason }) => {
+                    tracing::warn!(epoch, ?reason, "epoch stalled");
+                }
+            }
+        }
+    }
+
+    async fn publish(&mut self, topic: Topic, bytes: Vec<u8>) {
+        let publish = self.client.publish(gossip_topic(topic), bytes);
+        match tokio::time::timeout(GOSSIP_COMMAND_TIMEOUT, publish).await {
+            Ok(Ok(_)) => {}
+            // Alone on the topic (peers not connected yet): the node resends its
+            // consensus messages until the epoch is decided.
+            Ok(Err(error)) => tracing::debug!(%error, ?topic, "publish failed"),
+            Err(_) => tracing::warn!(?topic, "publish timed out"),
+        }
+    }
+
+    fn fetch(&self, id: u64, peer: GatewayId, request: Request) {
+        let client = self.client.clone();
+        let results = self.fetch_tx.clone();
+        let region = self.settings.node.region;
+        tokio::spawn(async move {
+            let result = match meshd_gossip::peer_id_of(&peer) {
+                Err(_) => Err(FetchError::Unreachable),
+                Ok(peer) => match request {
+                    Request::Reports { ids, .. } => {
+                        client.fetch(peer, ids).await.map_err(fetch_error).map(|f| {
+                            Response::Reports(
+                                f.found.iter().filter_map(|(_, e)| codec::encode_envelope(e).ok()).collect(),
+                            )
+                        })
+                    }
+                    Request::Decision { epoch } => client
+                        .fetch_decision(peer, region.0, epoch)
+                        .await
+                        .map_err(fetch_error)
+                        .map(decision_of),
+                },
+            };
+            let _ = results.send((id, result)).await;
+        });
+    }
+
+    fn respond(&mut self, id: u64, response: Response) {
+        let Some(responder) = self.requests.remove(&id) else { return };
+        let envelopes = match response {
+            Response::Reports(list) => list,
+            Response::Decision { summary, certificate } => {
+                [Message::EpochSummary(*summary), Message::Certificate(*certificate)]
+                    .iter()
+                    .filter_map(|m| Envelope::seal(&self.domain, &self.keys.identity, m).ok())
+                    .filter_map(|e| codec::encode_envelope(&e).ok())
+                    .collect()
+            }
+            Response::NotFound => Vec::new(),
+        };
+        responder.respond(envelopes);
+    }
+
+    fn sign_anchor(&mut self, first: u64, last: u64, root: Hash32, digest: Hash32) {
+        match self.keys.anchor.sign_digest(&digest.0) {
+            Ok(_signature) => {
+                tracing::info!(first, last, root = %root, digest = %digest, "anchor digest signed");
+                self.last_anchor = Some(status::Anchor {
+                    first_epoch: first,
+                    last_epoch: last,
+                    root: root.to_string(),
+                    digest: digest.to_string(),
+                });
+            }
+            Err(error) => tracing::error!(%error, first, last, "cannot sign the anchor digest"),
+        }
+    }
+
+    fn request(&mut self, from: &PeerId, request: Request, responder: FetchResponder) {
+        let Some(from) = gateway_of(from) else { return responder.respond(Vec::new()) };
+        while self.requests.len() >= MAX_PENDING_REQUESTS {
+            if let Some((_, oldest)) = self.requests.pop_first() {
+                oldest.respond(Vec::new());
+            }
+        }
+        self.next_request += 1;
+        let id = self.next_request;
+        self.requests.insert(id, responder);
+        self.node.handle_input(Input::FetchRequest { now_ms: clock::now_ms(), id, from, request });
+    }
+
+    async fn on_gossip_event(&mut self, event: GossipEvent) {
+        match event {
+            GossipEvent::MessageReceived { id, source, envelope, .. } => {
+                let now_ms = clock::now_ms();
+                let verdict = match (gateway_of(&source), codec::encode_envelope(&envelope)) {
+                    (Some(from), Ok(bytes)) => {
+                        let before = self.node.metrics().clone();
+                        self.node.handle_input(Input::Gossip { now_ms, from, bytes });
+                        verdict(&before, self.node.metrics())
+                    }
+                    _ => Verdict::Reject,
+                };
+                if verdict != Verdict::Reject
+                    && let Some(radio) = &self.synthetic
+                    && let Some((at, heard)) = radio.hear(&envelope, now_ms)
+                    && self.frames.len() < MAX_PENDING_FRAMES
+                {
+                    let key = FrameKey {
+                        rssi_ddbm: heard.rssi_ddbm,
+                        snr_ddb: heard.snr_ddb,
+                        frequency_hz: heard.frequency_hz,
+                        spreading_factor: heard.datarate.spreading_factor,
+                        bandwidth_khz: heard.datarate.bandwidth_khz,
+                        tmst_us: heard.tmst_us,
+                    };
+                    self.frames.insert((at, heard.beacon_id.0, key));
+                }
+                let report = self.client.report_validation(id, verdict);
+                let _ = tokio::time::timeout(GOSSIP_COMMAND_TIMEOUT, report).await;
+            }
+            GossipEvent::FetchRequested { peer, ids, responder } => {
+                let epoch = self.current_epoch();
+                self.request(&peer, Request::Reports { epoch, ids }, responder);
+            }
+            GossipEvent::DecisionRequested { peer, region, epoch, responder } => {
+                if region == self.settings.node.region.0 {
+                    self.request(&peer, Request::Decision { epoch }, responder);
+                } else {
+                    responder.respond(Vec::new());
+                }
+            }
+            GossipEvent::PeerConnected { peer, .. } => tracing::debug!(%peer, "peer connected"),
+            GossipEvent::PeerDisconnected { peer } => tracing::debug!(%peer, "peer disconnected"),
+            other => tracing::debug!(?other, "network event"),
+        }
+    }
+
+    /// Feeds the synthetic frames whose reception time has come.
+    fn deliver_frames(&mut self) {
+        let now_ms = clock::now_ms();
+        while let Some((at, ..)) = self.frames.first()
+            && *at <= now_ms
+        {
+            let Some((at, beacon_id, key)) = self.frames.pop_first() else { break };
+            let heard = meshd_node::Heard {
+                beacon_id: meshd_protocol::message::BeaconId(beacon_id),
+                rssi_ddbm: key.rssi_ddbm,
+                snr_ddb: key.snr_ddb,
+                frequency_hz: key.frequency_hz,
+                datarate: meshd_protocol::message::DataRate {
+                    spreading_factor: key.spreading_factor,
+                    bandwidth_khz: key.bandwidth_khz,
+                },
+                tmst_us: key.tmst_us,
+            };
+            self.node.handle_input(Input::BeaconHeard { now_ms: at.max(now_ms), heard });
+        }
+    }
+
+    async fn refresh_peers(&mut self) {
+        if let Ok(Ok(snapshot)) = tokio::time::timeout(GOSSIP_COMMAND_TIMEOUT, self.client.snapshot()).await {
+            self.peers = snapshot.connected_peers.len();
+        }
+    }
+
+    fn current_epoch(&self) -> u64 {
+        self.settings.node.clock.epoch_at(clock::now_ms()).unwrap_or(0)
+    }
+
+    fn publish_status(&mut self) {
+        let now_ms = clock::now_ms();
+        let current = self.current_epoch();
+        let config = &self.settings.node;
+        let last = self.node.finalized_epochs().max();
+        let oldest_open = last.map_or(config.first_epoch, |e| e + 1).max(config.first_epoch);
+        let deciding = (oldest_open <= current).then(|| status::EpochState {
+            epoch: oldest_open,
+            state: describe(self.node.status(oldest_open)),
+        });
+        let stalled = matches!(deciding.as_ref().map(|d| d.state.starts_with("stalled")), Some(true));
+        self.metrics.update(self.node.metrics());
+        self.metrics.epochs(current, last, stalled);
+        let last_finalized = last.and_then(|epoch| {
+            let (summary, certificate) = self.node.finalized(epoch)?;
+            Some(status::Finalized {
+                epoch,
+                summary_hash: codec::summary_hash(summary).map(|h| h.to_string()).unwrap_or_default(),
+                round: certificate.round,
+                signatures: certificate.signatures.len(),
+                beacons: summary.beacon_count,
+                witnesses: summary.witness_count,
+            })
+        });
+        let own = self.node.id();
+        let status = Status {
+            gateway_id: own.to_string(),
+            anchor_address: self.keys.anchor.address().to_string(),
+            network: config.network.clone(),
+            region: format!("{:x}", config.region.0),
+            location: format!("{:x}", self.settings.location.0),
+            committee_size: self.settings.members.len(),
+            committee_member: self.settings.members.contains(&own),
+            peers: self.peers,
+            current_epoch: current,
+            deciding,
+            last_finalized,
+            finalized_epochs: self.node.finalized_epochs().count(),
+            last_anchor: self.last_anchor.clone(),
+            uptime_s: now_ms.saturating_sub(self.started_ms) / 1000,
+        };
+        self.status.send_replace(status);
+    }
+}
+
+fn describe(status: meshd_node::Status) -> String {
+    match status {
+        meshd_node::Status::Open => "open".into(),
+        meshd_node::Status::Grace => "grace".into(),
+        meshd_node::Status::Deciding(round) => format!("deciding (round {round})"),
+        meshd_node::Status::Finalized => "finalized".into(),
+        meshd_node::Status::Stalled(reason) => format!("stalled: {reason:?}"),
+    }
+}
+
+/// The gossip verdict on a message from what the node made of it.
+fn verdict(before: &meshd_node::Metrics, after: &meshd_node::Metrics) -> Verdict {
+    let grew = |code: &str| {
+        after.refused.get(code).copied().unwrap_or(0) > before.refused.get(code).copied().unwrap_or(0)
+    };
+    if PROVABLE_FAULTS.iter().any(|code| grew(code)) {
+        Verdict::Reject
+    } else if after.refused.iter().any(|(code, n)| before.refused.get(code).copied().unwrap_or(0) < *n)
+        || after.duplicates > before.duplicates
+    {
+        Verdict::Ignore
+    } else {
+        Verdict::Accept
+    }
+}
+
+fn fetch_error(error: meshd_gossip::FetchError) -> FetchError {
+    match error {
+        meshd_gossip::FetchError::Failed(reason) if reason.contains("imeout") => FetchError::Timeout,
+        _ => FetchError::Unreachable,
+    }
+}
+
+/// A decision response from the envelopes a peer returned.
+fn decision_of(envelopes: Vec<Envelope>) -> Response {
+    let mut summary = None;
+    let mut certificate = None;
+    for envelope in envelopes {
+        match envelope.open() {
+            Ok(Message::EpochSummary(s)) => summary = Some(s),
+            Ok(Message::Certificate(c)) => certificate = Some(c),
+            _ => {}
+        }
+    }
+    match (summary, certificate) {
+        (Some(summary), Some(certificate)) => {
+            Response::Decision { summary: Box::new(summary), certificate: Box::new(certificate) }
+        }
+        _ => Response::NotFound,
+    }
+}

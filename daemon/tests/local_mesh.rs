@@ -1,0 +1,229 @@
+//! End to end: four `meshd run` processes on loopback form a committee and
+//! finalize the same summaries in their own sled stores; one is killed with
+//! SIGKILL, the others go on, and after a restart it catches up.
+// Real processes run on the wall clock; so do the test's deadlines.
+#![allow(clippy::disallowed_methods)]
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meshd::gateway::api::get_blocking;
+use meshd::gateway::status::Status;
+use meshd_protocol::codec;
+use meshd_protocol::geo::{Location, Region};
+use meshd_storage::{Options, SledStore, StoreExt};
+
+/// Epoch length: the shortest the configuration allows, to keep the test short.
+const EPOCH_S: u64 = 10;
+/// Grace period after each epoch.
+const GRACE_S: u64 = 2;
+/// Gateways in the mesh: the smallest committee that tolerates one fault.
+const GATEWAYS: usize = 4;
+
+struct Gateway {
+    dir: PathBuf,
+    config: PathBuf,
+    api: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Gateway {
+    fn start(&mut self) {
+        let log =
+            fs::OpenOptions::new().create(true).append(true).open(self.dir.join("meshd.log")).expect("log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_meshd"));
+        for (name, _) in std::env::vars_os() {
+            if name.as_encoded_bytes().starts_with(b"MESHD_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("meshd starts");
+        self.child = Some(child);
+    }
+
+    fn status(&self) -> Option<Status> {
+        let (code, body) = get_blocking(self.api, "/v1/status", Duration::from_secs(2)).ok()?;
+        (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+    }
+
+    fn last_finalized(&self) -> Option<u64> {
+        self.status()?.last_finalized.map(|f| f.epoch)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        let log = fs::read_to_string(self.dir.join("meshd.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+}
+
+fn now_s() -> u64 {
+    let now = std::time::SystemTime::now();
+    now.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs()
+}
+
+fn generate_key(dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshd"))
+        .args(["keys", "generate", "--out"])
+        .arg(dir.join("gateway.key"))
+        .output()
+        .expect("meshd keys generate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find(|l| l.starts_with("gateway id:")).expect("id line");
+    line["gateway id:".len()..].trim().to_owned()
+}
+
+fn wait_until(what: &str, timeout: Duration, gateways: &[Gateway], mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let logs: Vec<String> =
+        gateways.iter().map(|g| format!("--- {}\n{}", g.dir.display(), g.log())).collect();
+    panic!("timed out waiting until {what}\n{}", logs.join("\n"));
+}
+
+#[test]
+fn four_gateways_finalize_the_same_summaries_and_a_killed_one_catches_up() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let genesis = now_s() + 2;
+    let locations = [(52.5200, 13.4050), (52.5380, 13.4050), (52.5200, 13.4350), (52.5380, 13.4350)];
+    let mut ids = Vec::new();
+    let mut dirs = Vec::new();
+    for n in 0..GATEWAYS {
+        let dir = root.path().join(format!("g{n}"));
+        fs::create_dir_all(dir.join("keys")).expect("dir");
+        ids.push(generate_key(&dir.join("keys")));
+        dirs.push(dir);
+    }
+    let p2p: Vec<u16> = (0..GATEWAYS).map(|_| free_port()).collect();
+    let members: Vec<String> = ids.iter().map(|id| format!("{id:?}")).collect();
+    let mut gateways: Vec<Gateway> = Vec::new();
+    for n in 0..GATEWAYS {
+        let dir = &dirs[n];
+        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
+        let bootstrap =
+            if n == 0 { String::new() } else { format!("\"/ip4/127.0.0.1/tcp/{}/p2p/{}\"", p2p[0], ids[0]) };
+        let config = format!(
+            "[network]\nname = \"meshd-e2e\"\ngenesis_unix_s = {genesis}\nepoch_length_s = {EPOCH_S}\n\
+             grace_period_s = {GRACE_S}\n\n[identity]\nkey_file = {key:?}\n\n[storage]\npath = {data:?}\n\n\
+             [p2p]\nlisten = [\"/ip4/127.0.0.1/tcp/{port}\"]\nbootstrap = [{bootstrap}]\nmdns = false\n\n\
+             [api]\nlisten = \"{api}\"\n\n[gateway]\nlat_deg = {lat}\nlon_deg = {lon}\n\n\
+             [registry]\nmembers = [{members}]\n\n[synthetic]\nenabled = true\n",
+            key = dir.join("keys/gateway.key"),
+            data = dir.join("data"),
+            port = p2p[n],
+            lat = locations[n].0,
+            lon = locations[n].1,
+            members = members.join(", "),
+        );
+        let path = dir.join("meshd.toml");
+        fs::write(&path, config).expect("config");
+        gateways.push(Gateway { dir: dir.clone(), config: path, api, child: None });
+    }
+    for gateway in &mut gateways {
+        gateway.start();
+    }
+
+    // All four finalize epochs 0 and 1.
+    let epoch = Duration::from_secs(EPOCH_S);
+    wait_until("every gateway finalized epoch 1", epoch * 4 + Duration::from_secs(20), &gateways, || {
+        gateways.iter().all(|g| g.last_finalized().is_some_and(|e| e >= 1))
+    });
+    let status = gateways[0].status().expect("status");
+    assert_eq!(status.committee_size, GATEWAYS);
+    assert!(status.peers >= 1, "{status:?}");
+    let (code, metrics) = get_blocking(gateways[0].api, "/metrics", Duration::from_secs(2)).expect("metrics");
+    assert_eq!(code, 200);
+    for family in ["meshd_node_finalized_total", "meshd_gateway_last_finalized_epoch", "meshd_gossip_"] {
+        assert!(metrics.contains(family), "{family} missing from /metrics");
+    }
+
+    // Gateway 3 dies without warning; the other three (a quorum) go on.
+    gateways[3].kill();
+    let reached = gateways[0].last_finalized().expect("finalized");
+    wait_until(
+        "the three others finalized two more epochs",
+        epoch * 3 + Duration::from_secs(20),
+        &gateways,
+        || gateways[..3].iter().all(|g| g.last_finalized().is_some_and(|e| e >= reached + 2)),
+    );
+
+    // Restarted, it catches up with the epochs it missed.
+    gateways[3].start();
+    wait_until("the restarted gateway caught up", epoch * 3 + Duration::from_secs(20), &gateways, || {
+        let others = gateways[0].last_finalized().unwrap_or(0);
+        gateways[3].last_finalized().is_some_and(|e| e + 1 >= others && e >= reached + 2)
+    });
+    for gateway in &mut gateways {
+        gateway.stop();
+    }
+
+    // Every store holds the same finalized summary for every epoch.
+    let region = Region::of(Location::from_lat_lng(locations[0].0, locations[0].1).expect("location"), 4)
+        .expect("region");
+    let stores: Vec<SledStore> =
+        dirs.iter().map(|d| SledStore::open(d.join("data"), Options::default()).expect("store")).collect();
+    let last = stores[3].latest_summary(region).expect("read").expect("a summary").summary.epoch;
+    assert!(last >= reached + 2);
+    for epoch in 0..=last {
+        let hashes: Vec<_> = stores
+            .iter()
+            .map(|s| {
+                let finalized =
+                    s.summary(region, epoch).expect("read").unwrap_or_else(|| panic!("epoch {epoch} stored"));
+                finalized.check_consistent().expect("certificate matches");
+                codec::summary_hash(&finalized.summary).expect("hash")
+            })
+            .collect();
+        assert!(hashes.windows(2).all(|w| w[0] == w[1]), "epoch {epoch}: {hashes:?}");
+    }
+}

@@ -2,9 +2,11 @@
 # Brings up a local mesh of four gateways on this machine — four `meshd run`
 # processes on loopback, with the synthetic source and 15-second epochs — and
 # shows their committee finalizing epochs: every gateway prints the same
-# summary hash for every epoch.
+# summary hash for every epoch. At the end it prints the finality latency
+# and the gossip traffic per gateway and epoch.
 #
 #   bash scripts/demo.sh                      # until 4 epochs are final everywhere
+#   DEMO_GATEWAYS=31 bash scripts/demo.sh     # a larger committee (4 to 64)
 #   DEMO_EPOCHS=10 bash scripts/demo.sh       # more epochs
 #   DEMO_EPOCHS=0 bash scripts/demo.sh        # run until Ctrl-C
 #   DEMO_DIR=./demo bash scripts/demo.sh      # elsewhere than /tmp/meshd-demo
@@ -20,6 +22,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/setup.sh
 
 epochs="${DEMO_EPOCHS:-4}"
+count="${DEMO_GATEWAYS:-4}"
+if [ "$count" -lt 4 ] || [ "$count" -gt 64 ]; then
+    echo "demo: DEMO_GATEWAYS must be 4 to 64 (a committee needs 4 for fault tolerance)" >&2
+    exit 2
+fi
 port="${DEMO_PORT:-4170}"
 # Epoch and grace lengths: long enough for a committee of four on loopback
 # to decide with margin, short enough to watch several epochs in a minute.
@@ -36,11 +43,20 @@ dir="${DEMO_DIR:-${TMPDIR:-/tmp}/meshd-demo}"
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 
-# Four gateways about 2 km apart in Berlin: in one region, beyond the witness
-# rules' 300 m minimum, well within radio range of each other.
-locations=("52.5200 13.4050" "52.5380 13.4050" "52.5200 13.4350" "52.5380 13.4350")
+# Gateways on a grid in Berlin, about 1 km apart (0.009° of latitude, 0.015°
+# of longitude): in one region, beyond the witness rules' 300 m minimum, well
+# within radio range of each other.
+side=1
+while [ $((side * side)) -lt "$count" ]; do side=$((side + 1)); done
+gateways=()
+locations=()
+for n in $(seq 1 "$count"); do
+    gateways+=("$n")
+    row=$(( (n - 1) / side )); col=$(( (n - 1) % side ))
+    locations+=("$(awk -v r="$row" -v c="$col" 'BEGIN { printf "%.4f %.4f", 52.5200 + 0.009 * r, 13.4050 + 0.015 * c }')")
+done
 ids=()
-for n in 1 2 3 4; do
+for n in "${gateways[@]}"; do
     key="$dir/g$n/keys/gateway.key"
     if [ ! -f "$key" ]; then
         "$meshd" keys generate --out "$key" >/dev/null
@@ -51,7 +67,7 @@ done
 genesis=$(( $(date +%s) + 2 ))
 members="$(printf '"%s", ' "${ids[@]}")"
 members="[${members%, }]"
-for n in 1 2 3 4; do
+for n in "${gateways[@]}"; do
     rm -rf "$dir/g$n/data"
     read -r lat lon <<<"${locations[$((n - 1))]}"
     bootstrap="[]"
@@ -100,8 +116,8 @@ stop() {
 }
 trap stop EXIT INT TERM
 
-echo "==> starting 4 gateways (logs in $dir/gN/meshd.log)" >&2
-for n in 1 2 3 4; do
+echo "==> starting $count gateways (logs in $dir/gN/meshd.log)" >&2
+for n in "${gateways[@]}"; do
     "$meshd" run --config "$dir/g$n/meshd.toml" > "$dir/g$n/meshd.log" 2>&1 &
     pids+=("$!")
     printf '    g%s  %s  api 127.0.0.1:%s\n' "$n" "${ids[$((n - 1))]}" "$((port + 10 + n))" >&2
@@ -120,7 +136,7 @@ declare -A summary_of=()   # "epoch" -> the first summary hash seen for it
 mismatch=0
 while :; do
     sleep 2
-    for n in 1 2 3 4; do
+    for n in "${gateways[@]}"; do
         if ! kill -0 "${pids[$((n - 1))]}" 2>/dev/null; then
             echo "demo: gateway $n exited; its log:" >&2
             tail -n 20 "$dir/g$n/meshd.log" >&2
@@ -140,12 +156,12 @@ while :; do
     done
     if [ "$epochs" -gt 0 ]; then
         done_count=0
-        for n in 1 2 3 4; do
+        for n in "${gateways[@]}"; do
             if [ -n "${seen[$n]:-}" ] && [ "${seen[$n]}" -ge $((epochs - 1)) ]; then
                 done_count=$((done_count + 1))
             fi
         done
-        if [ "$done_count" -eq 4 ]; then
+        if [ "$done_count" -eq "$count" ]; then
             break
         fi
         if [ "$(date +%s)" -gt "$deadline" ]; then
@@ -155,8 +171,33 @@ while :; do
     fi
 done
 
-echo "==> all 4 gateways finalized epochs 0..$((epochs - 1)); latest at each:" >&2
-for n in 1 2 3 4; do "$meshd" status --api "127.0.0.1:$((port + 10 + n))" | sed -n 's/^last finalized */    g'"$n"' /p'; done
+echo "==> all $count gateways finalized epochs 0..$((epochs - 1)); latest at each:" >&2
+for n in "${gateways[@]}"; do "$meshd" status --api "127.0.0.1:$((port + 10 + n))" | sed -n 's/^last finalized */    g'"$n"' /p'; done
+regions="$(for n in "${gateways[@]}"; do "$meshd" status --api "127.0.0.1:$((port + 10 + n))" | sed -n 's/^region *//p'; done | sort -u | wc -l)"
+if [ "$regions" -ne 1 ]; then
+    echo "demo: the gateways are in $regions different regions; their grid crosses a region boundary" >&2
+    mismatch=1
+fi
+
+# Finality latency (end of grace period to finalization, every gateway and
+# epoch, from the logs) and gossip traffic per gateway and epoch (/metrics).
+latencies="$(cat "$dir"/g*/meshd.log | sed -n 's/.*epoch finalized.*latency_ms=\([0-9]*\).*/\1/p' | sort -n)"
+samples="$(printf '%s\n' "$latencies" | grep -c . || true)"
+if [ "$samples" -gt 0 ]; then
+    pick() { printf '%s\n' "$latencies" | awk -v q="$1" -v n="$samples" 'NR == int((n - 1) * q) + 1 { print; exit }'; }
+    echo "==> finality latency over $samples samples: p50 $(pick 0.5) ms, p90 $(pick 0.9) ms, max $(pick 1) ms" >&2
+fi
+total_msgs=0; total_bytes=0; total_epochs=0
+for n in "${gateways[@]}"; do
+    scrape="$("$meshd" status --metrics --api "127.0.0.1:$((port + 10 + n))" 2>/dev/null || true)"
+    value() { printf '%s\n' "$scrape" | awk -v m="$1" '$1 == m { print int($2) }'; }
+    total_msgs=$((total_msgs + $(value meshd_node_published_total || echo 0)))
+    total_bytes=$((total_bytes + $(value meshd_node_published_bytes_total || echo 0)))
+    total_epochs=$((total_epochs + $(value meshd_node_finalized_total || echo 0)))
+done
+if [ "$total_epochs" -gt 0 ]; then
+    echo "==> published per gateway and epoch: $((total_msgs / total_epochs)) messages, $((total_bytes / total_epochs)) bytes" >&2
+fi
 if [ "$mismatch" -ne 0 ]; then
     echo "demo: the gateways disagree on a summary" >&2
     exit 1

@@ -292,7 +292,15 @@ impl Gateway {
                         .finalized(epoch)
                         .map(|(s, c)| (s.beacon_count, s.witness_count, c.signatures.len()));
                     let (beacons, witnesses, signatures) = counts.unwrap_or_default();
-                    tracing::info!(epoch, round, summary = %summary, beacons, witnesses, signatures, "epoch finalized");
+                    // Latency from the moment deciding could start; an epoch
+                    // caught up after a restart is not a latency sample.
+                    let now_ms = clock::now_ms();
+                    let clock = &self.settings.node.clock;
+                    let latency_ms = clock.decides_at_ms(epoch).ok().map(|at| now_ms.saturating_sub(at));
+                    if let Some(latency_ms) = latency_ms.filter(|ms| *ms < clock.length_ms()) {
+                        self.metrics.finalized_after(latency_ms);
+                    }
+                    tracing::info!(epoch, round, summary = %summary, beacons, witnesses, signatures, latency_ms, "epoch finalized");
                 }
                 Output::Event(Event::Stalled { epoch, reason }) => {
                     tracing::warn!(epoch, ?reason, "epoch stalled");

@@ -25,7 +25,10 @@ pub fn init(verbosity: u8, rust_log: Option<&str>, log: &Log) {
             EnvFilter::new("info")
         }),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, not in files and journals.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     // `try_init` fails only if a subscriber is already installed (tests); the
     // existing one keeps working.
     let _ = match log.format {

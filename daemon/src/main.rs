@@ -55,8 +55,11 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         api: Option<std::net::SocketAddr>,
         /// Print the raw JSON of GET /v1/status.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "metrics")]
         json: bool,
+        /// Print the daemon's metrics (GET /metrics, Prometheus text) instead.
+        #[arg(long)]
+        metrics: bool,
     },
     /// Create and inspect the gateway's key file.
     #[command(subcommand)]
@@ -105,11 +108,20 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logging follows the log section as set by MESHD_LOG__* overrides; a
-    // broken override is reported by the commands that read the configuration.
+    // Logging follows the log section of the configuration file the command
+    // reads, if any, with the MESHD_LOG__* overrides applied; a broken file
+    // or override is reported by the command itself.
+    let file = match &cli.command {
+        Command::Run { config } => Some(config.clone()),
+        Command::Config(ConfigCommand::Check { file }) => Some(file.clone()),
+        _ => None,
+    };
     let log = config_file::meshd_env()
         .ok()
-        .and_then(|env| Config::load("", env).ok())
+        .and_then(|env| match &file {
+            Some(file) => config_file::load(file, &env).ok(),
+            None => Config::load("", env).ok(),
+        })
         .map(|config| config.log)
         .unwrap_or_default();
     let rust_log = std::env::var("RUST_LOG").ok();
@@ -163,17 +175,21 @@ fn print_status(
     config: Option<PathBuf>,
     api: Option<std::net::SocketAddr>,
     json: bool,
+    metrics: bool,
 ) -> anyhow::Result<()> {
     let address = match (config, api) {
         (Some(file), _) => config_file::load(&file, &config_file::meshd_env()?)?.api.listen,
         (None, Some(address)) => address,
         (None, None) => Config::default().api.listen,
     };
-    let (code, body) = meshd::gateway::api::get_blocking(address, "/v1/status", STATUS_TIMEOUT)?;
+    let path = if metrics { "/metrics" } else { "/v1/status" };
+    let (code, body) = meshd::gateway::api::get_blocking(address, path, STATUS_TIMEOUT)?;
     if code != 200 {
         anyhow::bail!("the daemon at {address} answered HTTP {code}: {body}");
     }
-    if json {
+    if metrics {
+        print!("{body}");
+    } else if json {
         println!("{body}");
     } else {
         let status: meshd::gateway::status::Status = serde_json::from_str(&body).map_err(|e| {
@@ -187,7 +203,7 @@ fn print_status(
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config } => run_gateway(&config)?,
-        Command::Status { config, api, json } => print_status(config, api, json)?,
+        Command::Status { config, api, json, metrics } => print_status(config, api, json, metrics)?,
         Command::Keys(KeysCommand::Generate { out, force }) => {
             let keys = keys::generate()?;
             let existed = out.exists();

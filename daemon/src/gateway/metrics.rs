@@ -6,6 +6,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Label of a refusal counter.
@@ -35,8 +36,13 @@ pub struct NodeMetrics {
     current_epoch: Gauge,
     last_finalized_epoch: Gauge,
     stalled: Gauge,
+    finality: Histogram,
     last: Metrics,
 }
+
+/// Buckets of the finality latency, seconds: from one message delay on a
+/// LAN (50 ms) to several consensus rounds across the internet (30 s).
+const FINALITY_BUCKETS: [f64; 12] = [0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0];
 
 impl NodeMetrics {
     /// Registers every metric in `registry`.
@@ -59,6 +65,7 @@ impl NodeMetrics {
             current_epoch: Gauge::default(),
             last_finalized_epoch: Gauge::default(),
             stalled: Gauge::default(),
+            finality: Histogram::new(FINALITY_BUCKETS),
             last: Metrics::default(),
         };
         let node = registry.sub_registry_with_prefix("meshd_node");
@@ -96,6 +103,11 @@ impl NodeMetrics {
             "1 while the oldest undecided epoch is stalled, else 0",
             metrics.stalled.clone(),
         );
+        gateway.register(
+            "finality_seconds",
+            "Time from the end of an epoch's grace period (when deciding starts) to its finalization here",
+            metrics.finality.clone(),
+        );
         metrics.last_finalized_epoch.set(-1);
         metrics
     }
@@ -127,6 +139,11 @@ impl NodeMetrics {
                 .inc_by(count - old.min(*count));
         }
         self.last = now.clone();
+    }
+
+    /// Records one epoch's finality latency.
+    pub fn finalized_after(&self, latency_ms: u64) {
+        self.finality.observe(latency_ms as f64 / 1000.0);
     }
 
     /// Sets the epoch gauges.

@@ -10,7 +10,7 @@
 #   DEMO_EPOCHS=10 bash scripts/demo.sh       # more epochs
 #   DEMO_EPOCHS=0 bash scripts/demo.sh        # run until Ctrl-C
 #   DEMO_DIR=./demo bash scripts/demo.sh      # elsewhere than /tmp/meshd-demo
-#   DEMO_PORT=5170 bash scripts/demo.sh       # p2p ports 5171-5174, API 5181-5184
+#   DEMO_PORT=5170 bash scripts/demo.sh       # p2p ports 5171-5174, API 5271-5274
 #
 # Keys are kept between runs (the gateway ids stay the same); the data of
 # the previous run is removed, since every run starts a new network (its
@@ -94,7 +94,7 @@ bootstrap = $bootstrap
 mdns = false
 
 [api]
-listen = "127.0.0.1:$((port + 10 + n))"
+listen = "127.0.0.1:$((port + 100 + n))"
 
 [gateway]
 lat_deg = $lat
@@ -120,12 +120,12 @@ echo "==> starting $count gateways (logs in $dir/gN/meshd.log)" >&2
 for n in "${gateways[@]}"; do
     "$meshd" run --config "$dir/g$n/meshd.toml" > "$dir/g$n/meshd.log" 2>&1 &
     pids+=("$!")
-    printf '    g%s  %s  api 127.0.0.1:%s\n' "$n" "${ids[$((n - 1))]}" "$((port + 10 + n))" >&2
+    printf '    g%s  %s  api 127.0.0.1:%s\n' "$n" "${ids[$((n - 1))]}" "$((port + 100 + n))" >&2
 done
 
 # The latest finalized epoch and its summary hash of gateway n, "-" before any.
 finalized() {
-    "$meshd" status --api "127.0.0.1:$((port + 10 + $1))" 2>/dev/null \
+    "$meshd" status --api "127.0.0.1:$((port + 100 + $1))" 2>/dev/null \
         | sed -n 's/^last finalized *epoch \([0-9]*\) in round [0-9]*, summary \(0x[0-9a-f]*\).*/\1 \2/p'
 }
 
@@ -172,8 +172,8 @@ while :; do
 done
 
 echo "==> all $count gateways finalized epochs 0..$((epochs - 1)); latest at each:" >&2
-for n in "${gateways[@]}"; do "$meshd" status --api "127.0.0.1:$((port + 10 + n))" | sed -n 's/^last finalized */    g'"$n"' /p'; done
-regions="$(for n in "${gateways[@]}"; do "$meshd" status --api "127.0.0.1:$((port + 10 + n))" | sed -n 's/^region *//p'; done | sort -u | wc -l)"
+for n in "${gateways[@]}"; do "$meshd" status --api "127.0.0.1:$((port + 100 + n))" | sed -n 's/^last finalized */    g'"$n"' /p'; done
+regions="$(for n in "${gateways[@]}"; do "$meshd" status --api "127.0.0.1:$((port + 100 + n))" | sed -n 's/^region *//p'; done | sort -u | wc -l)"
 if [ "$regions" -ne 1 ]; then
     echo "demo: the gateways are in $regions different regions; their grid crosses a region boundary" >&2
     mismatch=1
@@ -189,7 +189,7 @@ if [ "$samples" -gt 0 ]; then
 fi
 total_msgs=0; total_bytes=0; total_epochs=0
 for n in "${gateways[@]}"; do
-    scrape="$("$meshd" status --metrics --api "127.0.0.1:$((port + 10 + n))" 2>/dev/null || true)"
+    scrape="$("$meshd" status --metrics --api "127.0.0.1:$((port + 100 + n))" 2>/dev/null || true)"
     value() { printf '%s\n' "$scrape" | awk -v m="$1" '$1 == m { print int($2) }'; }
     total_msgs=$((total_msgs + $(value meshd_node_published_total || echo 0)))
     total_bytes=$((total_bytes + $(value meshd_node_published_bytes_total || echo 0)))

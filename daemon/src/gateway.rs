@@ -26,6 +26,7 @@
 //! `GET /v1/status` serves, and brings the node's counters to `/metrics`.
 
 pub mod api;
+pub mod meters;
 pub mod metrics;
 pub mod records;
 pub mod settings;

@@ -17,6 +17,7 @@
 //!             Output::Respond { id, response } => gossip.respond(id, response),
 //!             Output::TransmitBeacon { .. } => radio.transmit(..),
 //!             Output::SignAnchor { digest, .. } => chain.sign_and_submit(digest),
+//!             Output::MeterVerdict { id, result } => ingest.answer(id, result),
 //!             Output::Event(event) => metrics.observe(event),
 //!         }
 //!     };
@@ -30,7 +31,8 @@
 //! [`sim`] drives hundreds of them in virtual time, deterministically from a
 //! seed. Every command carries an id that comes back in its answer:
 //! [`Output::Persist`] → [`Input::Persisted`], [`Output::Fetch`] →
-//! [`Input::FetchResponse`], [`Input::FetchRequest`] → [`Output::Respond`].
+//! [`Input::FetchResponse`], [`Input::FetchRequest`] → [`Output::Respond`],
+//! [`Input::MeterReading`] → [`Output::MeterVerdict`].
 //!
 //! # Ordering
 //!
@@ -40,6 +42,32 @@
 //! id order. On start, [`Stored`] hands the persisted records back; the node
 //! never signs a vote conflicting with a stored one, and resumes consensus in
 //! the round and step, with the lock, it had reached.
+//!
+//! Own reports go through the same outbox: a beacon, witness or meter
+//! attestation report this gateway signs is persisted ([`Record::Report`])
+//! before it is published (and, for a beacon, before it is transmitted). On
+//! start the stored reports are offered to their pools again and republished
+//! while their epoch is open or in grace; a stored beacon report of an epoch
+//! means that epoch's beacon is done, so a gateway restarting within an epoch
+//! never beacons twice (if it crashed between storing and transmitting, that
+//! epoch's beacon goes unheard rather than twice).
+//!
+//! # Energy meters
+//!
+//! The meter ingest feeds [`Input::MeterReading`] (the meter-signed envelope
+//! and the meter's rated capacity). The node runs
+//! [`meshd_protocol::rules::meter::check`] against the meter's last accepted
+//! state, then requires the interval's end to fall in an epoch that takes
+//! reports ([`pool::attestation_epoch`]) and its own pool to admit the
+//! attestation. Refused: [`Output::MeterVerdict`] with the failed rule's
+//! reason at once, nothing stored. Accepted: the signed `MeterAttestation`
+//! and the meter's new state ([`Record::Meter`]) are persisted in one batch,
+//! then the attestation is published and the verdict carries its id. Meter
+//! states come back from [`Stored`] on start; a reading re-sent after a
+//! crash that had made it durable is refused as `sequence_not_increasing`
+//! (the ingest may treat that as already attested). Other gateways'
+//! attestations are admitted and counted by the pool (see [`pool`]); the
+//! summary's energy root and totals come from them.
 //!
 //! # Epoch lifecycle
 //!
@@ -93,9 +121,12 @@
 //!
 //! # Not done yet
 //!
-//! - Meter attestations are refused by the pool (`unsupported`); energy roots are empty.
-//! - A gateway that restarts within an epoch may beacon twice (the beacon
-//!   is not persisted); the counting rules keep one deterministically.
+//! - Overlapping attestations of one meter are caught within an epoch only:
+//!   a reading whose interval spans an epoch boundary and another one
+//!   overlapping it in the next epoch are both counted if two different
+//!   gateways attest them (one gateway's own meter state refuses the second).
+//! - Meter attestations count against the attesting gateway's per-epoch
+//!   share ([`pool::Limits::per_gateway`]), like its other reports.
 //! - The committee is the current registry for every epoch; registry changes
 //!   at epoch boundaries and committee rotation are not modelled.
 //! - The anchor root covers this region's summaries only; other regions'

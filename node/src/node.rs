@@ -8,13 +8,14 @@ use meshd_protocol::epoch::EpochClock;
 use meshd_protocol::geo::{Location, Region};
 use meshd_protocol::keys::Keypair;
 use meshd_protocol::message::{
-    BeaconId, BeaconReport, Certificate, CommitSignature, DataRate, EpochSummary, Message, Proposal, Vote,
-    VoteStep, WitnessReport,
+    BeaconId, BeaconReport, Certificate, CommitSignature, DataRate, EpochSummary, Message, MeterAttestation,
+    Proposal, Vote, VoteStep, WitnessReport,
 };
 use meshd_protocol::reward::RewardParams;
+use meshd_protocol::rules::meter::{self, MeterState};
 use meshd_protocol::rules::witness;
 use meshd_protocol::signature;
-use meshd_protocol::{GatewayId, Hash32, beacon};
+use meshd_protocol::{GatewayId, Hash32, MeterId, beacon};
 
 use crate::committee::{Committee, anchor_root, beacon_time_ms};
 use crate::consensus::{Action, Instance, Step, TimeoutStep};
@@ -84,6 +85,9 @@ pub struct Config {
     pub anchor_every: u64,
     /// The anchor contract.
     pub anchor_domain: AnchorDomain,
+    /// Meter rules (network-wide; [`meter::Params::default`] unless the
+    /// network says otherwise).
+    pub meter: meter::Params,
     /// Rounds after which a deciding epoch is reported stalled. Default 4:
     /// with honest leaders rotating, f+1 consecutive bad rounds are unlikely
     /// past four unless the committee lacks a quorum.
@@ -213,6 +217,20 @@ pub enum Input {
         /// The frame.
         heard: Heard,
     },
+    /// An energy meter's signed reading arrived (from this gateway's meter
+    /// ingest). Answered by [`Output::MeterVerdict`] of the same id: at once
+    /// when refused, after the attestation and the meter's new state are
+    /// durable when accepted.
+    MeterReading {
+        /// Now, Unix ms (the reception time).
+        now_ms: u64,
+        /// The ingest's id of this reading; it comes back in the verdict.
+        id: u64,
+        /// The meter-signed envelope of kind `MeterReading`.
+        reading: Envelope,
+        /// The meter's rated capacity, W (from the gateway's meter config).
+        capacity_w: u64,
+    },
     /// The chain's registry of gateways changed.
     Registry {
         /// Now, Unix ms.
@@ -236,6 +254,21 @@ pub enum Record {
         summary: EpochSummary,
         /// Its certificate.
         certificate: Certificate,
+    },
+    /// A report this gateway signed (beacon, witness or meter attestation),
+    /// stored before it is published or its beacon transmitted. On start it
+    /// is offered to the epoch's pool again and republished while its epoch
+    /// still takes reports; a stored beacon report means the epoch's beacon
+    /// is not sent again. A store may drop it once its epoch is finalized.
+    Report(Envelope),
+    /// A meter's state after its last attested reading (written with the
+    /// attestation, in the same batch); on start the latest per meter is
+    /// restored, so a replayed or overlapping reading stays refused.
+    Meter {
+        /// The meter.
+        meter: MeterId,
+        /// Its state after the reading.
+        state: MeterState,
     },
 }
 
@@ -331,6 +364,15 @@ pub enum Output {
         /// The EIP-712 digest to sign.
         digest: Hash32,
     },
+    /// The verdict on the [`Input::MeterReading`] of this id: the id of the
+    /// attestation this gateway signed and published, or the meter rule that
+    /// refused the reading (`reason.as_str()` is its stable code).
+    MeterVerdict {
+        /// The reading's id.
+        id: u64,
+        /// The attestation's message id, or why the reading was refused.
+        result: Result<Hash32, meter::Reason>,
+    },
     /// An observation.
     Event(Event),
     /// Nothing more to do until this moment (Unix ms): call
@@ -369,6 +411,10 @@ pub struct Metrics {
     pub outputs_dropped: u64,
     /// Equivocations seen (conflicting proposals or votes from one member).
     pub equivocations: u64,
+    /// Meter readings attested.
+    pub meter_attested: u64,
+    /// Meter readings refused, by reason code ([`meter::Reason::as_str`]).
+    pub meter_refused: BTreeMap<&'static str, u64>,
 }
 
 /// Where an epoch stands, for the status endpoint.
@@ -466,6 +512,10 @@ pub struct Node {
     max_seen_epoch: u64,
     catch_up_peer: Option<GatewayId>,
     anchored: BTreeSet<u64>,
+    /// Each meter's state after its last attested reading. The daemon passes
+    /// readings of its configured meters only (it supplies their capacity),
+    /// so this holds as many entries as the gateway has meters.
+    meters: BTreeMap<MeterId, MeterState>,
     metrics: Metrics,
 }
 
@@ -493,9 +543,11 @@ impl Node {
             max_seen_epoch: 0,
             catch_up_peer: None,
             anchored: BTreeSet::new(),
+            meters: BTreeMap::new(),
             metrics: Metrics::default(),
         };
         let mut republish = Vec::new();
+        let mut reports = Vec::new();
         // Finalized epochs first: votes of those need no restoring.
         let (finalized, votes): (Vec<Record>, Vec<Record>) =
             stored.records.into_iter().partition(|r| matches!(r, Record::Finalized { .. }));
@@ -542,7 +594,19 @@ impl Node {
                         }
                     }
                 }
+                Record::Report(envelope) => reports.push(envelope),
+                Record::Meter { meter, state } => {
+                    let last = node.meters.entry(meter).or_insert(state);
+                    if state.sequence > last.sequence {
+                        *last = state;
+                    }
+                }
             }
+        }
+        // Own reports after the finalized epochs are known (the pool's
+        // context needs the previous summary when it is there).
+        for envelope in reports {
+            node.restore_report(envelope);
         }
         for envelope in republish {
             if let Ok(bytes) = codec::encode_envelope(&envelope) {
@@ -635,6 +699,10 @@ impl Node {
                 self.tick(now_ms);
                 self.on_heard(heard);
             }
+            Input::MeterReading { now_ms, id, reading, capacity_w } => {
+                self.tick(now_ms);
+                self.on_meter_reading(id, reading, capacity_w);
+            }
             Input::Registry { now_ms, members } => {
                 self.registry = members.into_iter().collect();
                 self.committee = Committee::new(self.registry.iter().copied(), &Hash32::ZERO);
@@ -691,6 +759,8 @@ impl Node {
             witness: self.config.witness.clone(),
             rewards: self.config.rewards,
             limits: self.config.limits.clone(),
+            clock: self.config.clock,
+            meter: self.config.meter.clone(),
         })
     }
 
@@ -884,8 +954,17 @@ impl Node {
             transmitted_at_ms: self.now_ms,
         };
         let beacon_id = report.beacon_id;
-        self.push(Output::TransmitBeacon { epoch, beacon_id });
-        self.publish_report(epoch, Message::BeaconReport(report));
+        // Stored before it leaves: after a restart the stored report says
+        // this epoch's beacon is done (see `restore_report`).
+        let Some((envelope, bytes)) = self.seal(&Message::BeaconReport(report)) else { return };
+        let _ = self.offer(epoch, envelope.clone());
+        self.persist_then(
+            vec![Record::Report(envelope)],
+            vec![
+                Output::TransmitBeacon { epoch, beacon_id },
+                Output::Publish { topic: Topic::Region(self.config.region), bytes },
+            ],
+        );
     }
 
     fn on_heard(&mut self, heard: Heard) {
@@ -906,20 +985,64 @@ impl Node {
         self.publish_report(epoch, Message::WitnessReport(report));
     }
 
+    /// Seals an own report: its envelope is stored (the outbox) before it
+    /// is published.
     fn publish_report(&mut self, epoch: u64, message: Message) {
-        let Ok(envelope) = Envelope::seal(&self.domain, &self.key, &message) else { return };
+        let Some((envelope, bytes)) = self.seal(&message) else { return };
+        let _ = self.offer(epoch, envelope.clone());
+        self.persist_then(
+            vec![Record::Report(envelope)],
+            vec![Output::Publish { topic: Topic::Region(self.config.region), bytes }],
+        );
+    }
+
+    fn seal(&self, message: &Message) -> Option<(Envelope, Vec<u8>)> {
+        let envelope = Envelope::seal(&self.domain, &self.key, message).ok()?;
+        let bytes = codec::encode_envelope(&envelope).ok()?;
+        Some((envelope, bytes))
+    }
+
+    /// Persists `batch`, holding `outputs` until it is durable.
+    fn persist_then(&mut self, batch: Vec<Record>, outputs: Vec<Output>) {
+        let id = self.id_next();
+        self.push(Output::Persist { id, batch });
+        self.held.insert(id, outputs);
+    }
+
+    /// An own report from the store: back into its pool, and out again
+    /// while its epoch still takes reports.
+    fn restore_report(&mut self, envelope: Envelope) {
+        if envelope.signer != self.me.0 {
+            return;
+        }
+        let (epoch, beacon) = match envelope.open() {
+            Ok(Message::BeaconReport(b)) => (b.epoch, true),
+            Ok(Message::WitnessReport(w)) => (w.epoch, false),
+            Ok(Message::MeterAttestation(a)) => (a.epoch, false),
+            _ => return,
+        };
+        if self.finalized.contains_key(&epoch) {
+            return;
+        }
+        if beacon {
+            self.epochs.entry(epoch).or_default().beaconed = true;
+        }
+        if !self.config.clock.timing(epoch, self.now_ms).admitted() {
+            return;
+        }
         let Ok(bytes) = codec::encode_envelope(&envelope) else { return };
-        self.offer(epoch, envelope);
+        let _ = self.offer(epoch, envelope);
         self.push(Output::Publish { topic: Topic::Region(self.config.region), bytes });
     }
 
-    fn offer(&mut self, epoch: u64, envelope: Envelope) {
-        let Some(ctx) = self.report_context(epoch) else { return };
+    fn offer(&mut self, epoch: u64, envelope: Envelope) -> Result<Hash32, Reason> {
+        let Some(ctx) = self.report_context(epoch) else { return Err(Reason::WrongEpoch) };
         let clock = self.config.clock;
         let domain = self.domain.clone();
         let now = self.now_ms;
         let state = self.epochs.entry(epoch).or_default();
-        match state.pool.offer(&domain, &ctx, &clock, now, envelope) {
+        let result = state.pool.offer(&domain, &ctx, &clock, now, envelope);
+        match &result {
             Ok(_) => {
                 self.metrics.reports_admitted += 1;
                 self.metrics.signatures_verified += 1;
@@ -928,9 +1051,58 @@ impl Node {
                 if !matches!(reason, Reason::Duplicate | Reason::Early | Reason::TooLate) {
                     self.metrics.signatures_verified += 1;
                 }
-                self.refuse(&reason);
+                self.refuse(reason);
             }
         }
+        result
+    }
+
+    /// Runs the meter rules on a reading from this gateway's ingest; an
+    /// accepted one becomes an attestation, stored with the meter's new state
+    /// before it is published and the verdict given.
+    fn on_meter_reading(&mut self, id: u64, envelope: Envelope, capacity_w: u64) {
+        if let Err(reason) = self.attest(id, envelope, capacity_w) {
+            *self.metrics.meter_refused.entry(reason.as_str()).or_default() += 1;
+            self.push(Output::MeterVerdict { id, result: Err(reason) });
+        }
+    }
+
+    fn attest(&mut self, id: u64, envelope: Envelope, capacity_w: u64) -> Result<(), meter::Reason> {
+        let Ok(Message::MeterReading(reading)) = envelope.open() else {
+            return Err(meter::Reason::WrongEnvelope);
+        };
+        let last = self.meters.get(&reading.meter);
+        let accepted = meter::check(
+            &self.domain,
+            &envelope,
+            &reading,
+            last,
+            capacity_w,
+            self.now_ms,
+            &self.config.meter,
+        )?;
+        let epoch = pool::attestation_epoch(&self.config.clock, &reading)
+            .filter(|e| self.config.clock.timing(*e, self.now_ms).admitted())
+            .ok_or(meter::Reason::EpochClosed)?;
+        let attestation = MeterAttestation {
+            region: self.config.region,
+            epoch,
+            reading: envelope,
+            received_at_ms: self.now_ms,
+        };
+        let (sealed, bytes) =
+            self.seal(&Message::MeterAttestation(attestation)).ok_or(meter::Reason::NotAdmitted)?;
+        let attestation_id = self.offer(epoch, sealed.clone()).map_err(|_| meter::Reason::NotAdmitted)?;
+        self.meters.insert(reading.meter, accepted.state);
+        self.metrics.meter_attested += 1;
+        self.persist_then(
+            vec![Record::Report(sealed), Record::Meter { meter: reading.meter, state: accepted.state }],
+            vec![
+                Output::Publish { topic: Topic::Region(self.config.region), bytes },
+                Output::MeterVerdict { id, result: Ok(attestation_id) },
+            ],
+        );
+        Ok(())
     }
 
     /// A context for admitting reports: the previous hash may not be known
@@ -970,7 +1142,7 @@ impl Node {
                     self.refuse(&Reason::WrongEpoch);
                     return;
                 }
-                self.offer(epoch, envelope);
+                let _ = self.offer(epoch, envelope);
             }
             meshd_protocol::message::Kind::Proposal | meshd_protocol::message::Kind::Vote => {
                 self.on_consensus(envelope)

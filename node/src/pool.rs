@@ -10,6 +10,21 @@
 //! a member prevotes a proposal only if [`summarize`] over the listed reports
 //! yields exactly the proposed summary. Both apply the same content rules, so
 //! the result does not depend on when or from whom a report arrived.
+//!
+//! # Meter attestations
+//!
+//! A [`MeterAttestation`] is admitted when its gateway is registered, the
+//! meter's signature over the reading inside it is valid, the reading's
+//! interval is sane ([`meter::interval_sane`]) and the attestation names the
+//! epoch of the interval's end ([`attestation_epoch`]). The rated capacity
+//! and the meter's history are known to the attesting gateway only: it ran
+//! the full [`meter::check`] before signing, and the other members trust its
+//! signature for those rules. One epoch counts at most one attestation per
+//! (meter, sequence) and never two of one meter whose intervals overlap (two
+//! gateways attesting the same reading, or a meter double-reporting):
+//! [`select`] keeps the first in id order, [`summarize`] refuses a listing
+//! with both. The summary's energy root has one [`energy_leaf`] per meter
+//! with the credited Wh of its counted attestations ([`meter::credited_wh`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,11 +32,13 @@ use meshd_protocol::codec::{self, MAX_PROPOSAL_REPORTS};
 use meshd_protocol::envelope::{Domain, Envelope};
 use meshd_protocol::epoch::EpochClock;
 use meshd_protocol::geo::Region;
-use meshd_protocol::merkle::{MerkleTree, report_leaf};
-use meshd_protocol::message::{BeaconId, BeaconReport, EpochSummary, Message, WitnessReport};
+use meshd_protocol::merkle::{MerkleTree, energy_leaf, report_leaf};
+use meshd_protocol::message::{
+    BeaconId, BeaconReport, EpochSummary, Message, MeterAttestation, MeterReading, WitnessReport,
+};
 use meshd_protocol::reward::{RewardParams, RewardTally};
-use meshd_protocol::rules::witness;
-use meshd_protocol::{GatewayId, Hash32, beacon, signature};
+use meshd_protocol::rules::{meter, witness};
+use meshd_protocol::{GatewayId, Hash32, MeterId, beacon, signature};
 
 /// Limits of a pool against spam.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +77,10 @@ pub struct Context {
     pub rewards: RewardParams,
     /// Spam limits.
     pub limits: Limits,
+    /// The epoch schedule (an attestation's epoch is its interval end's).
+    pub clock: EpochClock,
+    /// Meter rules.
+    pub meter: meter::Params,
 }
 
 /// Why a report is refused or does not count. The `as_str` codes are metric labels.
@@ -95,8 +116,13 @@ pub enum Reason {
     UnknownBeacon,
     /// A second witness of the same beacon by the same gateway.
     SecondWitness,
-    /// A meter attestation: not counted by this version yet.
-    Unsupported,
+    /// A meter attestation whose reading fails a meter rule.
+    Meter(meter::Reason),
+    /// A meter attestation naming an epoch other than its interval end's.
+    AttestationEpoch,
+    /// A second attestation of a meter's reading, or one whose interval
+    /// overlaps another counted attestation of the same meter.
+    SecondAttestation,
     /// A listed report id is not sorted or listed twice.
     NotSorted,
     /// Too many reports listed.
@@ -126,7 +152,9 @@ impl Reason {
             Reason::SecondBeacon => "second_beacon",
             Reason::UnknownBeacon => "unknown_beacon",
             Reason::SecondWitness => "second_witness",
-            Reason::Unsupported => "unsupported",
+            Reason::Meter(r) => r.as_str(),
+            Reason::AttestationEpoch => "attestation_epoch",
+            Reason::SecondAttestation => "second_attestation",
             Reason::NotSorted => "not_sorted",
             Reason::TooMany => "too_many",
             Reason::NotProposer => "not_proposer",
@@ -170,7 +198,54 @@ pub fn verify_report(domain: &Domain, ctx: &Context, envelope: Envelope) -> Resu
     if !ctx.registry.contains(&signer) {
         return Err(Reason::Unregistered);
     }
+    if let Message::MeterAttestation(a) = &body {
+        check_attestation(domain, ctx, a)?;
+    }
     Ok(Report { id, envelope, signer, body })
+}
+
+/// The epoch a meter reading belongs to: the one holding the last instant of
+/// its interval (the end is exclusive), so that a reading ending exactly on
+/// an epoch boundary counts in the epoch it measured. `None` before genesis.
+pub fn attestation_epoch(clock: &EpochClock, reading: &MeterReading) -> Option<u64> {
+    clock.epoch_at(reading.interval_end_s.saturating_mul(1_000).saturating_sub(1)).ok()
+}
+
+/// The reading inside an attestation, or why it cannot be counted.
+pub fn attested_reading(attestation: &MeterAttestation) -> Result<MeterReading, Reason> {
+    match attestation.reading.open() {
+        Ok(Message::MeterReading(r)) => Ok(r),
+        _ => Err(Reason::Meter(meter::Reason::WrongEnvelope)),
+    }
+}
+
+/// The rules every member checks of another gateway's attestation (see the
+/// module docs).
+fn check_attestation(domain: &Domain, ctx: &Context, a: &MeterAttestation) -> Result<(), Reason> {
+    let reading = attested_reading(a)?;
+    meter::signed_by_meter(domain, &a.reading, &reading).map_err(Reason::Meter)?;
+    meter::interval_sane(&reading, &ctx.meter).map_err(Reason::Meter)?;
+    if attestation_epoch(&ctx.clock, &reading) != Some(a.epoch) {
+        return Err(Reason::AttestationEpoch);
+    }
+    Ok(())
+}
+
+/// The intervals of one meter counted so far: (sequence, start s, end s).
+#[derive(Default)]
+struct MeterIntervals(Vec<(u64, u64, u64)>);
+
+impl MeterIntervals {
+    /// Whether `r` repeats a counted sequence or overlaps a counted interval.
+    fn conflicts(&self, r: &MeterReading) -> bool {
+        self.0.iter().any(|(sequence, start, end)| {
+            *sequence == r.sequence || (r.interval_start_s < *end && *start < r.interval_end_s)
+        })
+    }
+
+    fn add(&mut self, r: &MeterReading) {
+        self.0.push((r.sequence, r.interval_start_s, r.interval_end_s));
+    }
 }
 
 /// The reports of one (region, epoch) this node admitted.
@@ -246,9 +321,6 @@ impl Pool {
             return Err(Reason::GatewayFull);
         }
         let report = verify_report(domain, ctx, envelope)?;
-        if matches!(report.body, Message::MeterAttestation(_)) {
-            return Err(Reason::Unsupported);
-        }
         self.insert(report);
         Ok(id)
     }
@@ -268,6 +340,9 @@ impl Pool {
 struct Counted<'a> {
     beacons: BTreeMap<BeaconId, (&'a GatewayId, &'a BeaconReport)>,
     witnesses: BTreeMap<BeaconId, Vec<GatewayId>>,
+    /// Credited Wh per meter.
+    energy: BTreeMap<MeterId, u64>,
+    attestations: usize,
 }
 
 /// Applies the content rules to `reports` (in id order); returns the first
@@ -296,6 +371,9 @@ fn count<'a>(ctx: &Context, reports: &[&'a Report]) -> Result<Counted<'a>, (Hash
         }
     }
     let mut witnesses: BTreeMap<BeaconId, Vec<GatewayId>> = BTreeMap::new();
+    let mut intervals: BTreeMap<MeterId, MeterIntervals> = BTreeMap::new();
+    let mut energy: BTreeMap<MeterId, u64> = BTreeMap::new();
+    let mut attestations = 0;
     for r in reports {
         match &r.body {
             Message::BeaconReport(_) => {}
@@ -310,11 +388,22 @@ fn count<'a>(ctx: &Context, reports: &[&'a Report]) -> Result<Counted<'a>, (Hash
                 }
                 list.push(r.signer);
             }
-            Message::MeterAttestation(_) => return Err((r.id, Reason::Unsupported)),
+            Message::MeterAttestation(a) => {
+                let reading = attested_reading(a).map_err(|reason| (r.id, reason))?;
+                let counted = intervals.entry(reading.meter).or_default();
+                if counted.conflicts(&reading) {
+                    return Err((r.id, Reason::SecondAttestation));
+                }
+                counted.add(&reading);
+                let delta = reading.register_end_wh.saturating_sub(reading.register_start_wh);
+                let wh = energy.entry(reading.meter).or_default();
+                *wh = wh.saturating_add(meter::credited_wh(reading.status, delta));
+                attestations += 1;
+            }
             _ => return Err((r.id, Reason::WrongKind)),
         }
     }
-    Ok(Counted { beacons, witnesses })
+    Ok(Counted { beacons, witnesses, energy, attestations })
 }
 
 fn check_witness(
@@ -369,6 +458,21 @@ pub fn select(ctx: &Context, pool: &Pool) -> Vec<Hash32> {
         *per_gateway.entry(&r.signer).or_default() += 1;
         chosen.push(r.id);
     }
+    let mut intervals: BTreeMap<MeterId, MeterIntervals> = BTreeMap::new();
+    for r in pool.reports() {
+        let Message::MeterAttestation(a) = &r.body else { continue };
+        if chosen.len() >= cap || per_gateway.get(&r.signer).copied().unwrap_or(0) >= ctx.limits.per_gateway {
+            continue;
+        }
+        let Ok(reading) = attested_reading(a) else { continue };
+        let counted = intervals.entry(reading.meter).or_default();
+        if counted.conflicts(&reading) {
+            continue;
+        }
+        counted.add(&reading);
+        *per_gateway.entry(&r.signer).or_default() += 1;
+        chosen.push(r.id);
+    }
     chosen.sort();
     chosen
 }
@@ -395,12 +499,12 @@ pub fn summarize(ctx: &Context, reports: &[&Report]) -> Result<EpochSummary, (Ha
         previous: ctx.previous,
         reports_root: MerkleTree::new(reports.iter().map(|r| report_leaf(&r.id))).root(),
         rewards_root: tally.root(),
-        energy_root: MerkleTree::new(std::iter::empty()).root(),
+        energy_root: MerkleTree::new(counted.energy.iter().map(|(m, wh)| energy_leaf(m, *wh))).root(),
         beacon_count: counted.beacons.len() as u32,
         witness_count: witness_count as u32,
-        attestation_count: 0,
+        attestation_count: counted.attestations as u32,
         reward_units: tally.total(),
-        energy_wh: 0,
+        energy_wh: counted.energy.values().fold(0u64, |sum, wh| sum.saturating_add(*wh)),
         committee_hash: ctx.committee_hash,
     })
 }

@@ -18,7 +18,7 @@ use meshd_protocol::message::{
     BeaconId, Certificate, DataRate, Message, Proposal, Vote, VoteStep, WitnessReport,
 };
 use meshd_protocol::reward::RewardParams;
-use meshd_protocol::rules::witness;
+use meshd_protocol::rules::{meter, witness};
 use meshd_protocol::{GatewayId, Hash32, keccak256};
 
 use crate::node::{
@@ -316,6 +316,7 @@ pub fn network(members: usize, seed: u64) -> Vec<Member> {
                 },
                 anchor_every: 2,
                 anchor_domain: AnchorDomain { chain_id: 31337, verifying_contract: EvmAddress([0xAA; 20]) },
+                meter: meter::Params::default(),
                 stall_rounds: 4,
             };
             Member { key_secret, id, config }
@@ -639,7 +640,10 @@ impl Sim {
                 let decides = self.clock.decides_at_ms(epoch).unwrap_or(0);
                 self.outcome.finalized[i].insert(epoch, (summary, self.now.saturating_sub(decides)));
             }
-            Output::Event(_) | Output::SignAnchor { .. } | Output::Timeout(_) => {}
+            Output::Event(_)
+            | Output::SignAnchor { .. }
+            | Output::MeterVerdict { .. }
+            | Output::Timeout(_) => {}
         }
     }
 

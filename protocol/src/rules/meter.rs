@@ -65,6 +65,17 @@ pub enum Reason {
     /// More energy than the rated capacity could produce in the interval.
     #[error("more energy than the rated capacity allows")]
     AboveCapacity,
+    /// The interval ends in an epoch that takes no reports now: its grace
+    /// period is over, or it has not begun (an end within the clock-skew
+    /// allowance but in the next epoch). Checked by the attesting node, after
+    /// [`check`]; the meter's state does not move on.
+    #[error("the interval ends in an epoch that takes no reports now")]
+    EpochClosed,
+    /// The attesting gateway cannot add the attestation to its epoch's
+    /// reports: it is not registered, or the epoch (or the gateway's share of
+    /// it) is full. Checked by the attesting node, after [`check`].
+    #[error("the gateway cannot add an attestation to the epoch's reports")]
+    NotAdmitted,
 }
 
 impl Reason {
@@ -82,6 +93,8 @@ impl Reason {
             Reason::RegisterWentBack => "register_went_back",
             Reason::RegisterDecreased => "register_decreased",
             Reason::AboveCapacity => "above_capacity",
+            Reason::EpochClosed => "epoch_closed",
+            Reason::NotAdmitted => "not_admitted",
         }
     }
 }

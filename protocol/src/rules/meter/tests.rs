@@ -204,6 +204,8 @@ fn reason_names_are_distinct() {
         Reason::RegisterWentBack,
         Reason::RegisterDecreased,
         Reason::AboveCapacity,
+        Reason::EpochClosed,
+        Reason::NotAdmitted,
     ];
     let names: std::collections::BTreeSet<&str> = all.iter().map(|r| r.as_str()).collect();
     assert_eq!(names.len(), all.len());

@@ -1,12 +1,18 @@
 //! One node driven by hand: ordering of persists and sends, the report pool's
 //! rules, restart safety.
 
+use meshd_node::pool::{self, Context, Pool, Report};
 use meshd_node::sim::{GENESIS_MS, Member, NETWORK, network};
-use meshd_node::{Input, Node, Output, Record, Status, Stored, Topic};
+use meshd_node::{Heard, Input, Node, Output, Record, Status, Stored, Topic};
+use meshd_protocol::Hash32;
 use meshd_protocol::codec;
 use meshd_protocol::envelope::{Domain, Envelope};
 use meshd_protocol::keys::Keypair;
-use meshd_protocol::message::{BeaconId, DataRate, Message, VoteStep, WitnessReport};
+use meshd_protocol::merkle::{MerkleTree, energy_leaf};
+use meshd_protocol::message::{
+    BeaconId, DataRate, Kind, Message, MeterAttestation, MeterReading, MeterStatus, VoteStep, WitnessReport,
+};
+use meshd_protocol::rules::meter;
 
 fn members() -> Vec<Member> {
     network(4, 7)
@@ -259,4 +265,313 @@ fn a_proposer_restarted_after_persisting_its_proposal_sends_the_same_one_again()
     assert!(!out.iter().any(
         |o| matches!(o, Output::Persist { batch, .. } if matches!(batch.as_slice(), [Record::Proposal(_)]))
     ));
+}
+
+/// Feeds the node its own wake-ups until `until`, confirming no persist;
+/// returns every output.
+fn run_until(node: &mut Node, until: u64) -> Vec<Output> {
+    let mut out = Vec::new();
+    loop {
+        match node.poll_output() {
+            Output::Timeout(at) if at <= until => node.handle_input(Input::Timeout { now_ms: at }),
+            Output::Timeout(_) => return out,
+            o => out.push(o),
+        }
+    }
+}
+
+fn stored_report(out: &[Output], kind: Kind) -> Option<(u64, Vec<Record>, Envelope)> {
+    out.iter().find_map(|o| match o {
+        Output::Persist { id, batch } => match batch.first() {
+            Some(Record::Report(e)) if e.kind == kind => Some((*id, batch.clone(), e.clone())),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+fn published(out: &[Output], envelope: &Envelope) -> bool {
+    let bytes = codec::encode_envelope(envelope).expect("encode");
+    out.iter().any(|o| matches!(o, Output::Publish { bytes: b, .. } if *b == bytes))
+}
+
+#[test]
+fn a_beacon_is_stored_before_it_is_transmitted_and_a_restart_never_beacons_again() {
+    let members = members();
+    let end = members[0].config.clock.end_ms(0).expect("end");
+    let mut n = node(&members, 0, Stored::default(), GENESIS_MS);
+    let out = run_until(&mut n, end - 1);
+    let (id, batch, envelope) = stored_report(&out, Kind::BeaconReport).expect("the beacon report is stored");
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::TransmitBeacon { .. })),
+        "not transmitted before durable"
+    );
+    assert!(!published(&out, &envelope));
+    let Ok(Message::BeaconReport(report)) = envelope.open() else { panic!("a beacon report") };
+    let t = report.transmitted_at_ms;
+    n.handle_input(Input::Persisted { now_ms: t + 1, id });
+    let out = drain(&mut n);
+    assert!(out.iter().any(
+        |o| matches!(o, Output::TransmitBeacon { epoch: 0, beacon_id } if *beacon_id == report.beacon_id)
+    ));
+    assert!(published(&out, &envelope));
+
+    // Crash after storing it; the restarted node republishes the stored
+    // report and neither transmits nor signs another beacon this epoch.
+    let mut again = node(&members, 0, Stored { records: batch }, t + 2);
+    let first = drain(&mut again);
+    assert!(published(&first, &envelope), "the stored report goes out again");
+    let rest = run_until(&mut again, end - 1);
+    assert!(!rest.iter().chain(&first).any(|o| matches!(o, Output::TransmitBeacon { .. })));
+    assert!(stored_report(&rest, Kind::BeaconReport).is_none(), "no second beacon report");
+}
+
+#[test]
+fn a_witness_report_is_stored_before_it_is_published() {
+    let members = members();
+    let t = GENESIS_MS + 5_000;
+    let mut n = node(&members, 1, Stored::default(), t);
+    drain(&mut n);
+    let heard = Heard {
+        beacon_id: BeaconId([3; 16]),
+        rssi_ddbm: -1100,
+        snr_ddb: 0,
+        frequency_hz: 868_100_000,
+        datarate: DataRate { spreading_factor: 7, bandwidth_khz: 125 },
+        tmst_us: 0,
+    };
+    n.handle_input(Input::BeaconHeard { now_ms: t, heard });
+    let out = drain(&mut n);
+    let (id, batch, envelope) = stored_report(&out, Kind::WitnessReport).expect("stored");
+    assert!(!published(&out, &envelope));
+    n.handle_input(Input::Persisted { now_ms: t + 1, id });
+    assert!(published(&drain(&mut n), &envelope));
+    // After the epoch's grace it is not republished on a restart.
+    let late = members[1].config.clock.decides_at_ms(0).expect("decides");
+    let mut again = node(&members, 1, Stored { records: batch }, late);
+    assert!(!published(&drain(&mut again), &envelope));
+}
+
+/// Unix seconds of genesis.
+const GENESIS_S: u64 = GENESIS_MS / 1_000;
+/// Rated capacity of the test meter, W: 10 kW allows 88 Wh in 30 s.
+const CAPACITY_W: u64 = 10_000;
+
+fn meter_key() -> Keypair {
+    Keypair::from_secret([7; 32])
+}
+
+/// A reading of the test meter signed by `key`.
+fn reading(key: &Keypair, sequence: u64, start_s: u64, end_s: u64, from_wh: u64, to_wh: u64) -> Envelope {
+    let reading = MeterReading {
+        meter: meter_key().meter_id(),
+        sequence,
+        interval_start_s: start_s,
+        interval_end_s: end_s,
+        register_start_wh: from_wh,
+        register_end_wh: to_wh,
+        status: MeterStatus::Ok,
+    };
+    Envelope::seal(&Domain::new(NETWORK), key, &Message::MeterReading(reading)).expect("seal")
+}
+
+fn verdict(out: &[Output]) -> Option<(u64, Result<Hash32, meter::Reason>)> {
+    out.iter().find_map(|o| match o {
+        Output::MeterVerdict { id, result } => Some((*id, *result)),
+        _ => None,
+    })
+}
+
+fn feed(n: &mut Node, now_ms: u64, id: u64, reading: Envelope) -> Vec<Output> {
+    n.handle_input(Input::MeterReading { now_ms, id, reading, capacity_w: CAPACITY_W });
+    drain(n)
+}
+
+#[test]
+fn an_accepted_meter_reading_is_attested_after_the_attestation_and_meter_state_are_durable() {
+    let members = members();
+    let now = (GENESIS_S + 41) * 1_000;
+    let mut n = node(&members, 0, Stored::default(), now);
+    drain(&mut n);
+    let out = feed(&mut n, now, 7, reading(&meter_key(), 1, GENESIS_S + 10, GENESIS_S + 40, 1_000, 1_050));
+    assert_eq!(verdict(&out), None, "no verdict before the persist is confirmed");
+    let (id, batch) = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Persist { id, batch } => Some((*id, batch.clone())),
+            _ => None,
+        })
+        .expect("persisted");
+    let [Record::Report(attestation), Record::Meter { meter, state }] = batch.as_slice() else {
+        panic!("attestation and meter state in one batch: {batch:?}")
+    };
+    assert_eq!(*meter, meter_key().meter_id());
+    assert_eq!((state.sequence, state.register_end_wh, state.interval_end_s), (1, 1_050, GENESIS_S + 40));
+    let Ok(Message::MeterAttestation(a)) = attestation.open() else { panic!("an attestation") };
+    assert_eq!((a.epoch, a.received_at_ms, a.region), (0, now, members[0].config.region));
+    assert_eq!(attestation.signer, members[0].id.0);
+    assert!(!published(&out, attestation));
+    n.handle_input(Input::Persisted { now_ms: now + 1, id });
+    let out = drain(&mut n);
+    assert!(published(&out, attestation));
+    assert_eq!(verdict(&out), Some((7, Ok(attestation.id().expect("id")))));
+    assert_eq!(n.metrics().meter_attested, 1);
+
+    // A replay is refused at once, and still after a restart from the store.
+    let replay = reading(&meter_key(), 1, GENESIS_S + 10, GENESIS_S + 40, 1_000, 1_050);
+    let out = feed(&mut n, now + 2, 8, replay.clone());
+    assert_eq!(verdict(&out), Some((8, Err(meter::Reason::SequenceNotIncreasing))));
+    assert!(!out.iter().any(|o| matches!(o, Output::Persist { .. })));
+    let mut again = node(&members, 0, Stored { records: batch.clone() }, now + 3);
+    assert!(published(&drain(&mut again), attestation), "the stored attestation is republished");
+    assert_eq!(
+        verdict(&feed(&mut again, now + 3, 9, replay)).map(|v| v.1),
+        Some(Err(meter::Reason::SequenceNotIncreasing))
+    );
+    // An overlapping interval under a new sequence is refused too; the next one is attested.
+    let overlap = reading(&meter_key(), 2, GENESIS_S + 39, GENESIS_S + 45, 1_050, 1_051);
+    assert_eq!(
+        verdict(&feed(&mut again, now + 4, 10, overlap)).map(|v| v.1),
+        Some(Err(meter::Reason::IntervalOverlap))
+    );
+    let next = reading(&meter_key(), 2, GENESIS_S + 40, GENESIS_S + 42, 1_050, 1_052);
+    let out = feed(&mut again, (GENESIS_S + 43) * 1_000, 11, next);
+    assert!(out.iter().any(|o| matches!(o, Output::Persist { .. })));
+}
+
+#[test]
+fn a_refused_meter_reading_names_the_rule_at_once() {
+    let members = members();
+    let now = (GENESIS_S + 41) * 1_000;
+    let mut n = node(&members, 0, Stored::default(), now);
+    drain(&mut n);
+    let cases = [
+        // 200 Wh in 30 s is far above 10 kW.
+        (
+            reading(&meter_key(), 1, GENESIS_S + 10, GENESIS_S + 40, 1_000, 1_200),
+            meter::Reason::AboveCapacity,
+        ),
+        // Signed by another key than the meter it names.
+        (
+            reading(&Keypair::from_secret([8; 32]), 1, GENESIS_S + 10, GENESIS_S + 40, 1_000, 1_001),
+            meter::Reason::SignerMismatch,
+        ),
+        (
+            reading(&meter_key(), 1, GENESIS_S + 40, GENESIS_S + 40, 1_000, 1_000),
+            meter::Reason::EmptyInterval,
+        ),
+    ];
+    for (k, (envelope, reason)) in cases.into_iter().enumerate() {
+        let out = feed(&mut n, now, k as u64, envelope);
+        assert_eq!(verdict(&out), Some((k as u64, Err(reason))));
+        assert!(!out.iter().any(|o| matches!(o, Output::Persist { .. } | Output::Publish { .. })));
+    }
+    assert_eq!(n.metrics().meter_refused.get("above_capacity"), Some(&1));
+    // An interval of epoch 0 arriving after its grace: its epoch is closed.
+    let late = members[0].config.clock.decides_at_ms(0).expect("decides") + 1;
+    let envelope = reading(&meter_key(), 1, GENESIS_S + 10, GENESIS_S + 40, 1_000, 1_001);
+    assert_eq!(verdict(&feed(&mut n, late, 5, envelope)), Some((5, Err(meter::Reason::EpochClosed))));
+    assert_eq!(meter::Reason::EpochClosed.as_str(), "epoch_closed");
+}
+
+fn attestation_by(members: &[Member], i: usize, epoch: u64, reading: Envelope) -> Vec<u8> {
+    let a = MeterAttestation { region: members[i].config.region, epoch, reading, received_at_ms: GENESIS_MS };
+    let key = Keypair::from_secret(members[i].key_secret);
+    let envelope = Envelope::seal(&Domain::new(NETWORK), &key, &Message::MeterAttestation(a)).expect("seal");
+    codec::encode_envelope(&envelope).expect("encode")
+}
+
+#[test]
+fn other_gateways_attestations_are_admitted_only_when_consistent() {
+    let members = members();
+    // In epoch 1, epoch 0 in its grace: both take reports.
+    let now = (GENESIS_S + 61) * 1_000;
+    let mut n = node(&members, 0, Stored::default(), now);
+    let good = reading(&meter_key(), 1, GENESIS_S + 10, GENESIS_S + 40, 1_000, 1_050);
+    let from = members[1].id;
+    let bytes = attestation_by(&members, 1, 0, good.clone());
+    n.handle_input(Input::Gossip { now_ms: now, from, bytes });
+    assert_eq!(n.metrics().reports_admitted, 1);
+    // The interval ends in epoch 0, the attestation says 1.
+    n.handle_input(Input::Gossip { now_ms: now, from, bytes: attestation_by(&members, 1, 1, good) });
+    assert_eq!(n.metrics().refused.get("attestation_epoch"), Some(&1));
+    // The meter's signature is not the meter's.
+    let forged = reading(&Keypair::from_secret([8; 32]), 2, GENESIS_S + 40, GENESIS_S + 41, 1_050, 1_051);
+    n.handle_input(Input::Gossip { now_ms: now, from, bytes: attestation_by(&members, 1, 0, forged) });
+    assert_eq!(n.metrics().refused.get("signer_mismatch"), Some(&1));
+    assert_eq!(n.metrics().reports_admitted, 1);
+}
+
+#[test]
+fn an_epoch_counts_one_attestation_per_meter_reading_and_sums_its_energy() {
+    let members = members();
+    let registry = members.iter().map(|m| m.id).collect();
+    let config = &members[0].config;
+    let ctx = Context {
+        region: config.region,
+        epoch: 0,
+        previous: Hash32::ZERO,
+        committee_hash: Hash32::ZERO,
+        registry,
+        witness: config.witness.clone(),
+        rewards: config.rewards,
+        limits: config.limits.clone(),
+        clock: config.clock,
+        meter: config.meter.clone(),
+    };
+    let domain = Domain::new(NETWORK);
+    let report = |i: usize, reading: Envelope| {
+        let envelope = codec::decode_envelope(&attestation_by(&members, i, 0, reading)).expect("decode");
+        pool::verify_report(&domain, &ctx, envelope).expect("valid")
+    };
+    let first = reading(&meter_key(), 1, GENESIS_S + 10, GENESIS_S + 20, 1_000, 1_010);
+    let faulty = {
+        let r = MeterReading {
+            meter: meter_key().meter_id(),
+            sequence: 3,
+            interval_start_s: GENESIS_S + 30,
+            interval_end_s: GENESIS_S + 40,
+            register_start_wh: 1_020,
+            register_end_wh: 1_030,
+            status: MeterStatus::Fault,
+        };
+        Envelope::seal(&domain, &meter_key(), &Message::MeterReading(r)).expect("seal")
+    };
+    let reports = [
+        // Two gateways attest the same reading; a third reading overlaps it.
+        report(1, first.clone()),
+        report(2, first),
+        report(3, reading(&meter_key(), 2, GENESIS_S + 15, GENESIS_S + 25, 1_010, 1_012)),
+        report(1, reading(&meter_key(), 4, GENESIS_S + 40, GENESIS_S + 50, 1_030, 1_045)),
+        report(2, faulty),
+    ];
+    let mut held = Pool::new();
+    for r in &reports {
+        held.insert(r.clone());
+    }
+    let chosen = pool::select(&ctx, &held);
+    assert_eq!(
+        chosen.len(),
+        3,
+        "one of the three conflicting attestations, the later one and the faulty one"
+    );
+    let listed: Vec<&Report> = chosen.iter().filter_map(|id| held.get(id)).collect();
+    let summary = pool::summarize(&ctx, &listed).expect("consistent");
+    assert_eq!(summary.attestation_count, 3);
+    // The counted one of the conflicting three is the first in id order.
+    let conflicting = &reports[..3];
+    let kept = conflicting.iter().filter(|r| chosen.contains(&r.id)).collect::<Vec<_>>();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].id, conflicting.iter().map(|r| r.id).min().expect("three"));
+    let Message::MeterAttestation(a) = &kept[0].body else { panic!("attestation") };
+    let kept_wh =
+        pool::attested_reading(a).map(|r| r.register_end_wh - r.register_start_wh).expect("reading");
+    // The faulty interval earns nothing.
+    let wh = kept_wh + 15;
+    assert_eq!(summary.energy_wh, wh);
+    assert_eq!(summary.energy_root, MerkleTree::new([energy_leaf(&meter_key().meter_id(), wh)]).root());
+    // A proposal listing two attestations of one reading is refused.
+    let mut all: Vec<&Report> = reports.iter().collect();
+    all.sort_by_key(|r| r.id);
+    assert!(matches!(pool::summarize(&ctx, &all), Err((_, pool::Reason::SecondAttestation))));
 }

@@ -100,6 +100,20 @@
 //! The same tests the issue asks of either engine run against it in [`sim`]
 //! (see `tests/consensus.rs`).
 //!
+//! # Registry changes
+//!
+//! [`Input::Registry`] takes effect at the next epoch boundary: the
+//! committee of epoch `e` (and the set of gateways whose reports count in
+//! `e`) is the registry as of `e`'s start. A change seen during epoch `c`
+//! applies from `c + 1`; the open epoch and those in grace or being decided
+//! keep their committees, so a member added or removed mid-epoch never
+//! changes who decides an epoch already under way. Each change is persisted
+//! ([`Record::Registry`]) and restored on start; the registry passed to
+//! [`Node::new`] applies to every epoch on a first start and from the next
+//! epoch after a restart. Every member must see a change during the same
+//! epoch to agree on the next committee; the daemon passes the registry as
+//! read at a chain block and should do so well inside an epoch.
+//!
 //! # Small regions
 //!
 //! A region with fewer than [`committee::MIN_COMMITTEE`] (4) registered
@@ -127,8 +141,10 @@
 //!   gateways attest them (one gateway's own meter state refuses the second).
 //! - Meter attestations count against the attesting gateway's per-epoch
 //!   share ([`pool::Limits::per_gateway`]), like its other reports.
-//! - The committee is the current registry for every epoch; registry changes
-//!   at epoch boundaries and committee rotation are not modelled.
+//! - A registry change seen by members in different epochs (one just before a
+//!   boundary, one just after) gives them different committees for one
+//!   epoch; the change should carry its chain block's epoch instead of the
+//!   time it was read. Committee rotation (sampling) is not modelled.
 //! - The anchor root covers this region's summaries only; other regions'
 //!   arrive on the global topic and are not collected yet.
 //! - A proposal lists at most [`meshd_protocol::codec::MAX_PROPOSAL_REPORTS`]

@@ -231,7 +231,10 @@ pub enum Input {
         /// The meter's rated capacity, W (from the gateway's meter config).
         capacity_w: u64,
     },
-    /// The chain's registry of gateways changed.
+    /// The chain's registry of gateways changed. The change takes effect at
+    /// the next epoch boundary: the committee (and the signers whose reports
+    /// count) of epoch `e` is the registry as of `e`'s start, so an epoch
+    /// already open or being decided keeps its committee.
     Registry {
         /// Now, Unix ms.
         now_ms: u64,
@@ -261,6 +264,14 @@ pub enum Record {
     /// still takes reports; a stored beacon report means the epoch's beacon
     /// is not sent again. A store may drop it once its epoch is finalized.
     Report(Envelope),
+    /// A registry change and the first epoch it applies to; restored on start
+    /// so the epochs still undecided keep the committees they had.
+    Registry {
+        /// The first epoch whose committee it is.
+        from_epoch: u64,
+        /// The registered gateways of the committee region.
+        members: Vec<GatewayId>,
+    },
     /// A meter's state after its last attested reading (written with the
     /// attestation, in the same batch); on start the latest per meter is
     /// restored, so a replayed or overlapping reading stays refused.
@@ -492,14 +503,33 @@ struct EpochState {
     stalled: Option<Stall>,
 }
 
+/// One registry and the committee drawn from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Registry {
+    members: BTreeSet<GatewayId>,
+    committee: Committee,
+}
+
+/// What [`Node`] answers for an epoch before any registry is known (never:
+/// `Node::new` always sets one).
+static EMPTY_REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(|| Registry::new([]));
+
+impl Registry {
+    fn new(members: impl IntoIterator<Item = GatewayId>) -> Registry {
+        let members: BTreeSet<GatewayId> = members.into_iter().collect();
+        let committee = Committee::new(members.iter().copied(), &Hash32::ZERO);
+        Registry { members, committee }
+    }
+}
+
 /// The gateway's brain. See the crate docs for the run loop.
 pub struct Node {
     config: Config,
     key: Keypair,
     me: GatewayId,
     domain: Domain,
-    registry: BTreeSet<GatewayId>,
-    committee: Committee,
+    /// The registry by the first epoch it applies to (see [`Input::Registry`]).
+    registries: BTreeMap<u64, Registry>,
     epochs: BTreeMap<u64, EpochState>,
     finalized: BTreeMap<u64, Finalized>,
     /// Votes this member signed: (epoch, round, step) → value.
@@ -524,15 +554,13 @@ impl Node {
     pub fn new(config: Config, key: Keypair, registry: Vec<GatewayId>, stored: Stored, now_ms: u64) -> Node {
         let me = key.gateway_id();
         let domain = Domain::new(&config.network);
-        let registry: BTreeSet<GatewayId> = registry.into_iter().collect();
-        let committee = Committee::new(registry.iter().copied(), &Hash32::ZERO);
+        let registry = Registry::new(registry);
         let mut node = Node {
             config,
             key,
             me,
             domain,
-            registry,
-            committee,
+            registries: BTreeMap::new(),
             epochs: BTreeMap::new(),
             finalized: BTreeMap::new(),
             signed: BTreeMap::new(),
@@ -595,6 +623,9 @@ impl Node {
                     }
                 }
                 Record::Report(envelope) => reports.push(envelope),
+                Record::Registry { from_epoch, members } => {
+                    node.registries.insert(from_epoch, Registry::new(members));
+                }
                 Record::Meter { meter, state } => {
                     let last = node.meters.entry(meter).or_insert(state);
                     if state.sequence > last.sequence {
@@ -602,6 +633,13 @@ impl Node {
                     }
                 }
             }
+        }
+        // The registry passed in: every epoch's when none was stored, else a
+        // change from the next epoch on (the undecided ones keep theirs).
+        if node.registries.is_empty() {
+            node.registries.insert(0, registry);
+        } else {
+            node.registry_changed(registry);
         }
         // Own reports after the finalized epochs are known (the pool's
         // context needs the previous summary when it is there).
@@ -704,11 +742,46 @@ impl Node {
                 self.on_meter_reading(id, reading, capacity_w);
             }
             Input::Registry { now_ms, members } => {
-                self.registry = members.into_iter().collect();
-                self.committee = Committee::new(self.registry.iter().copied(), &Hash32::ZERO);
+                self.tick(now_ms);
+                self.registry_changed(Registry::new(members));
                 self.tick(now_ms);
             }
         }
+    }
+
+    /// A registry change, in effect from the epoch after the current one
+    /// (from the first epoch before genesis), stored so a restart keeps it.
+    fn registry_changed(&mut self, registry: Registry) {
+        let from_epoch = match self.config.clock.epoch_at(self.now_ms) {
+            Ok(current) => current + 1,
+            Err(_) => 0,
+        };
+        if *self.registry_at(from_epoch) == registry {
+            return;
+        }
+        let members: Vec<GatewayId> = registry.members.iter().copied().collect();
+        self.registries.split_off(&from_epoch);
+        self.registries.insert(from_epoch, registry);
+        let id = self.id_next();
+        self.push(Output::Persist { id, batch: vec![Record::Registry { from_epoch, members }] });
+    }
+
+    /// The registry as of `epoch`'s start.
+    fn registry_at(&self, epoch: u64) -> &Registry {
+        match self.registries.range(..=epoch).next_back().or_else(|| self.registries.first_key_value()) {
+            Some((_, registry)) => registry,
+            None => &EMPTY_REGISTRY,
+        }
+    }
+
+    /// The committee deciding `epoch`.
+    fn committee(&self, epoch: u64) -> &Committee {
+        &self.registry_at(epoch).committee
+    }
+
+    /// The members of the committee deciding `epoch`, in order.
+    pub fn committee_members(&self, epoch: u64) -> &[GatewayId] {
+        self.committee(epoch).members()
     }
 
     fn id_next(&mut self) -> u64 {
@@ -736,8 +809,8 @@ impl Node {
     }
 
     fn instance(&mut self, epoch: u64) -> &mut Instance {
-        let size = self.committee.len();
-        let me = self.committee.index(&self.me);
+        let size = self.committee(epoch).len();
+        let me = self.committee(epoch).index(&self.me);
         let state = self.epochs.entry(epoch).or_default();
         state.instance.get_or_insert_with(|| Instance::new(size, me, epoch))
     }
@@ -754,8 +827,8 @@ impl Node {
             region: self.config.region,
             epoch,
             previous: self.previous(epoch)?,
-            committee_hash: self.committee.hash(),
-            registry: self.registry.clone(),
+            committee_hash: self.committee(epoch).hash(),
+            registry: self.registry_at(epoch).members.clone(),
             witness: self.config.witness.clone(),
             rewards: self.config.rewards,
             limits: self.config.limits.clone(),
@@ -808,7 +881,7 @@ impl Node {
     }
 
     fn start_deciding(&mut self, epoch: u64) {
-        if self.committee.len() < crate::committee::MIN_COMMITTEE {
+        if self.committee(epoch).len() < crate::committee::MIN_COMMITTEE {
             self.stall(epoch, Stall::CommitteeTooSmall);
             return;
         }
@@ -860,9 +933,10 @@ impl Node {
                 for bytes in again {
                     self.push(Output::Publish { topic: Topic::Region(self.config.region), bytes });
                 }
-                let n = self.committee.len().max(1);
+                let members = self.committee(epoch).members();
+                let n = members.len();
                 let turn = (now / interval.max(1)) as usize;
-                let peer = (0..n).map(|k| self.committee.members()[(turn + k) % n]).find(|m| *m != self.me);
+                let peer = (0..n).map(|k| members[(turn + k) % n]).find(|m| *m != self.me);
                 if let Some(peer) = peer {
                     let id = self.id_next();
                     self.epochs.entry(epoch).or_default().decision_fetch = Some(id);
@@ -912,7 +986,7 @@ impl Node {
             }
             if let Some(t) = self.beacon_time(current)
                 && current >= self.config.first_epoch
-                && self.registry.contains(&self.me)
+                && self.registry_at(current).members.contains(&self.me)
                 && !self.epochs.get(&current).is_some_and(|s| s.beaconed)
             {
                 next = next.min(t.max(self.now_ms));
@@ -931,7 +1005,7 @@ impl Node {
 
     fn beacon(&mut self) {
         let Ok(epoch) = self.config.clock.epoch_at(self.now_ms) else { return };
-        if epoch < self.config.first_epoch || !self.registry.contains(&self.me) {
+        if epoch < self.config.first_epoch || !self.registry_at(epoch).members.contains(&self.me) {
             return;
         }
         let Some(at) = self.beacon_time(epoch) else { return };
@@ -1155,10 +1229,6 @@ impl Node {
     fn on_consensus(&mut self, envelope: Envelope) {
         let Ok(id) = envelope.id() else { return };
         let signer = GatewayId(envelope.signer);
-        let Some(member) = self.committee.index(&signer) else {
-            self.refuse(&Reason::Unregistered);
-            return;
-        };
         let Ok(message) = envelope.open() else {
             self.refuse(&Reason::Malformed);
             return;
@@ -1167,6 +1237,10 @@ impl Node {
             Message::Proposal(p) => (p.summary.region, p.summary.epoch),
             Message::Vote(v) => (v.region, v.epoch),
             _ => return,
+        };
+        let Some(member) = self.committee(epoch).index(&signer) else {
+            self.refuse(&Reason::Unregistered);
+            return;
         };
         if region != self.config.region {
             self.refuse(&Reason::WrongRegion);
@@ -1380,6 +1454,10 @@ impl Node {
         {
             return false;
         }
+        let committee = self.committee(epoch).clone();
+        if summary.committee_hash != committee.hash() {
+            return false;
+        }
         let bytes =
             Certificate::sign_bytes(&self.config.network, summary.region, epoch, certificate.round, &hash);
         // The first signature of each distinct committee member, checked in one
@@ -1389,12 +1467,12 @@ impl Node {
         let items: Vec<signature::Item<'_>> = certificate
             .signatures
             .iter()
-            .filter(|s| self.committee.index(&s.signer).is_some() && seen.insert(s.signer))
+            .filter(|s| committee.index(&s.signer).is_some() && seen.insert(s.signer))
             .map(|s| signature::Item { signer: &s.signer.0, message: &bytes, signature: &s.signature })
             .collect();
         self.metrics.signatures_verified += items.len() as u64;
         let valid = signature::verify_batch(&items).iter().filter(|verdict| verdict.is_ok()).count();
-        valid > 2 * self.committee.len() / 3
+        valid > 2 * committee.len() / 3
     }
 
     fn answer(&self, request: &Request) -> Response {
@@ -1447,7 +1525,7 @@ impl Node {
     }
 
     fn propose(&mut self, epoch: u64, round: u32, valid_round: Option<u32>, value: Option<Hash32>) {
-        let member = self.committee.index(&self.me);
+        let member = self.committee(epoch).index(&self.me);
         // Proposed in this round before a restart: the same proposal again.
         if let Some((hash, stored_vr, bytes)) =
             self.epochs.get(&epoch).and_then(|s| s.proposed.get(&round)).cloned()
@@ -1562,7 +1640,8 @@ impl Node {
         let Some(proposed) = proposed else {
             // Decided without the proposal: fetch the decision from a precommitter.
             let voters = self.instance(epoch).voters(round, VoteStep::Precommit, &value);
-            if let Some(peer) = voters.first().and_then(|i| self.committee.members().get(*i)).copied() {
+            if let Some(peer) = voters.first().and_then(|i| self.committee(epoch).members().get(*i)).copied()
+            {
                 self.catch_up_peer = Some(peer);
                 self.max_seen_epoch = self.max_seen_epoch.max(epoch + 1);
                 self.catch_up();
@@ -1586,7 +1665,7 @@ impl Node {
                 .collect(),
         };
         let proposer_index = self.instance(epoch).proposer(round);
-        let proposer = self.committee.members().get(proposer_index).copied();
+        let proposer = self.committee(epoch).members().get(proposer_index).copied();
         let summary = proposed.summary;
         if proposer == Some(self.me) {
             for message in [Message::EpochSummary(summary.clone()), Message::Certificate(certificate.clone())]
@@ -1666,6 +1745,10 @@ impl Node {
             if let Some(i) = state.instance.as_mut() {
                 i.prune();
             }
+        }
+        // The registry in effect at `keep_from` and the later ones.
+        if let Some(base) = self.registries.range(..=keep_from).next_back().map(|(k, _)| *k) {
+            self.registries.retain(|k, _| *k >= base);
         }
         let signed_from = keep_from;
         self.signed.retain(|(e, _, _), _| *e >= signed_from);

@@ -15,7 +15,7 @@ use meshd_protocol::geo::{Location, Region};
 use meshd_protocol::keys::Keypair;
 use meshd_protocol::merkle::{MerkleTree, report_leaf};
 use meshd_protocol::message::{
-    BeaconId, Certificate, DataRate, Message, Proposal, Vote, VoteStep, WitnessReport,
+    BeaconId, Certificate, DataRate, EpochSummary, Message, Proposal, Vote, VoteStep, WitnessReport,
 };
 use meshd_protocol::reward::RewardParams;
 use meshd_protocol::rules::{meter, witness};
@@ -95,6 +95,16 @@ pub struct Partition {
     pub until_ms: u64,
 }
 
+/// The chain's registry changes at `at_ms` (virtual ms after genesis) to
+/// `members` (node indexes); every live node hears of it then.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryChange {
+    /// When.
+    pub at_ms: u64,
+    /// The registered nodes from then on.
+    pub members: Vec<usize>,
+}
+
 /// What to simulate.
 #[derive(Clone, Debug)]
 pub struct Setup {
@@ -119,6 +129,11 @@ pub struct Setup {
     /// Crash this node right after its `k`-th vote became durable, before the
     /// vote is sent, and restart it 2 s later: (node, k).
     pub crash_after_vote_persist: Vec<(usize, u64)>,
+    /// Nodes running but not in the registry at genesis (they may join by a
+    /// [`RegistryChange`]).
+    pub unregistered: Vec<usize>,
+    /// Registry changes during the run.
+    pub registry_changes: Vec<RegistryChange>,
 }
 
 impl Setup {
@@ -135,6 +150,8 @@ impl Setup {
             crashes: Vec::new(),
             partitions: Vec::new(),
             crash_after_vote_persist: Vec::new(),
+            unregistered: Vec::new(),
+            registry_changes: Vec::new(),
         }
     }
 }
@@ -176,6 +193,8 @@ pub struct Outcome {
     pub metrics: Vec<crate::node::Metrics>,
     /// Each node's status of epochs `0..epochs` at the end (empty when down).
     pub status: Vec<Vec<crate::node::Status>>,
+    /// Each node's finalized summaries held at the end (empty when down).
+    pub summaries: Vec<BTreeMap<u64, EpochSummary>>,
     /// A free-form description of the run, for failure messages.
     pub label: String,
 }
@@ -223,6 +242,7 @@ enum Ev {
     Heard { to: usize, heard: HeardEv },
     Crash(usize),
     Restart(usize),
+    Registry(Vec<usize>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -332,7 +352,12 @@ impl Sim {
             Err(e) => panic!("the simulation's epoch constants are valid: {e}"),
         };
         let members = network(setup.members, setup.seed);
-        let registry: Vec<GatewayId> = members.iter().map(|m| m.id).collect();
+        let registry: Vec<GatewayId> = members
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !setup.unregistered.contains(i))
+            .map(|(_, m)| m.id)
+            .collect();
         let mut slots = Vec::new();
         for (i, member) in members.into_iter().enumerate() {
             let Member { key_secret, id, config } = member;
@@ -375,6 +400,9 @@ impl Sim {
         };
         for i in 0..n {
             sim.boot(i);
+        }
+        for change in sim.setup.registry_changes.clone() {
+            sim.schedule(GENESIS_MS + change.at_ms, Ev::Registry(change.members));
         }
         for c in sim.setup.crashes.clone() {
             sim.schedule(GENESIS_MS + c.at_ms, Ev::Crash(c.node));
@@ -475,6 +503,14 @@ impl Sim {
                     .map(|n| (0..self.setup.epochs).map(|e| n.status(e)).collect())
                     .unwrap_or_default(),
             );
+            self.outcome.summaries.push(
+                slot.node
+                    .as_ref()
+                    .map(|n| {
+                        n.finalized_epochs().filter_map(|e| Some((e, n.finalized(e)?.0.clone()))).collect()
+                    })
+                    .unwrap_or_default(),
+            );
         }
         self.outcome.digest = keccak256(&self.digest);
         self.outcome
@@ -549,6 +585,13 @@ impl Sim {
                         tmst_us: 0,
                     };
                     self.drive(to, Input::BeaconHeard { now_ms: self.now, heard });
+                }
+            }
+            Ev::Registry(members) => {
+                self.registry = members.iter().filter_map(|i| self.slots.get(*i)).map(|s| s.id).collect();
+                for i in 0..self.slots.len() {
+                    let members = self.registry.clone();
+                    self.drive(i, Input::Registry { now_ms: self.now, members });
                 }
             }
             Ev::Crash(i) => self.crash(i),

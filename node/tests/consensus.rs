@@ -9,7 +9,7 @@
 //! MESHD_SEEDS=1000 cargo test --release -p meshd-node --test consensus -- --ignored --nocapture
 //! ```
 
-use meshd_node::sim::{Byzantine, Crash, Outcome, Partition, Setup, Sim};
+use meshd_node::sim::{Byzantine, Crash, Outcome, Partition, RegistryChange, Setup, Sim};
 
 /// Seeds CI runs for each scenario.
 const CI_SEEDS: [u64; 3] = [1, 2, 3];
@@ -204,6 +204,38 @@ fn with_five_percent_message_loss_every_member_still_finalizes() {
     }
 }
 
+/// Five nodes; the registry changes from `before` to `after` at `at_ms`
+/// (epoch 1). Epochs 0 and 1 keep the old committee, 2 and 3 have the new
+/// one, and every node (member or not) finalizes the same summaries.
+fn registry_change(seed: u64, before: &[usize], after: &[usize], at_ms: u64) {
+    let mut setup = Setup::honest(5, seed);
+    setup.epochs = 4;
+    setup.unregistered = (0..5).filter(|i| !before.contains(i)).collect();
+    setup.registry_changes = vec![RegistryChange { at_ms, members: after.to_vec() }];
+    let outcome = run(setup);
+    assert_all_finalized(&outcome, &(0..5).collect::<Vec<_>>(), seed);
+    let hashes: Vec<_> = (0..4).map(|e| outcome.summaries[0][&e].committee_hash).collect();
+    assert_eq!(hashes[0], hashes[1], "seed {seed}: epoch 1 keeps epoch 0's committee");
+    assert_ne!(hashes[1], hashes[2], "seed {seed}: epoch 2 has the new committee");
+    assert_eq!(hashes[2], hashes[3]);
+}
+
+#[test]
+fn a_member_added_mid_epoch_joins_the_committee_at_the_next_epoch() {
+    for seed in CI_SEEDS {
+        registry_change(seed, &[0, 1, 2, 3], &[0, 1, 2, 3, 4], 90_000);
+    }
+}
+
+#[test]
+fn a_member_removed_while_an_epoch_is_decided_leaves_after_the_next_epoch() {
+    // Epoch 0 is being decided at 70.5 s (its grace ended at 70 s) and
+    // epoch 1 is open: both keep all five members.
+    for seed in CI_SEEDS {
+        registry_change(seed, &[0, 1, 2, 3, 4], &[0, 1, 2, 3], 70_500);
+    }
+}
+
 fn seeds() -> u64 {
     std::env::var("MESHD_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000)
 }
@@ -228,5 +260,7 @@ fn sweep_every_scenario_over_many_seeds() {
         partition(7, seed);
         restart_between_persist_and_send(4, seed, 1 + seed % 4);
         lossy(7, seed);
+        registry_change(seed, &[0, 1, 2, 3], &[0, 1, 2, 3, 4], 60_000 + seed % 60_000);
+        registry_change(seed, &[0, 1, 2, 3, 4], &[1, 2, 3, 4], 60_000 + seed % 60_000);
     }
 }

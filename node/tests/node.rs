@@ -1,18 +1,20 @@
 //! One node driven by hand: ordering of persists and sends, the report pool's
 //! rules, restart safety.
 
+use meshd_node::committee::Committee;
 use meshd_node::pool::{self, Context, Pool, Report};
 use meshd_node::sim::{GENESIS_MS, Member, NETWORK, network};
-use meshd_node::{Heard, Input, Node, Output, Record, Status, Stored, Topic};
-use meshd_protocol::Hash32;
+use meshd_node::{Heard, Input, Node, Output, Record, Request, Response, Status, Stored, Topic};
 use meshd_protocol::codec;
 use meshd_protocol::envelope::{Domain, Envelope};
 use meshd_protocol::keys::Keypair;
 use meshd_protocol::merkle::{MerkleTree, energy_leaf};
 use meshd_protocol::message::{
-    BeaconId, DataRate, Kind, Message, MeterAttestation, MeterReading, MeterStatus, VoteStep, WitnessReport,
+    BeaconId, Certificate, CommitSignature, DataRate, EpochSummary, Kind, Message, MeterAttestation,
+    MeterReading, MeterStatus, VoteStep, WitnessReport,
 };
 use meshd_protocol::rules::meter;
+use meshd_protocol::{GatewayId, Hash32};
 
 fn members() -> Vec<Member> {
     network(4, 7)
@@ -574,4 +576,89 @@ fn an_epoch_counts_one_attestation_per_meter_reading_and_sums_its_energy() {
     let mut all: Vec<&Report> = reports.iter().collect();
     all.sort_by_key(|r| r.id);
     assert!(matches!(pool::summarize(&ctx, &all), Err((_, pool::Reason::SecondAttestation))));
+}
+
+/// Drives a lone member through epoch 0's decision until it asks a peer for
+/// the decision; returns the fetch's id.
+fn next_decision_fetch(n: &mut Node, from_ms: u64) -> (u64, u64) {
+    for k in 0..100 {
+        let now = from_ms + k * 1_000;
+        n.handle_input(Input::Timeout { now_ms: now });
+        for o in drain(n) {
+            if let Output::Fetch { id, request: Request::Decision { epoch: 0 }, .. } = o {
+                return (id, now);
+            }
+        }
+    }
+    panic!("no decision fetch");
+}
+
+fn certificate(members: &[Member], signers: &[Keypair], summary: &EpochSummary, round: u32) -> Certificate {
+    let hash = pool::summary_hash(summary);
+    let bytes = Certificate::sign_bytes(NETWORK, members[0].config.region, 0, round, &hash);
+    let mut signatures: Vec<CommitSignature> = signers
+        .iter()
+        .map(|k| CommitSignature { signer: k.gateway_id(), signature: k.sign(&bytes) })
+        .collect();
+    signatures.sort_by_key(|s| s.signer);
+    Certificate { region: members[0].config.region, epoch: 0, round: 0, summary: hash, signatures }
+}
+
+#[test]
+fn a_forged_certificate_fetched_as_a_decision_is_refused() {
+    let members = members();
+    let ids: Vec<GatewayId> = members.iter().map(|m| m.id).collect();
+    let keys: Vec<Keypair> = members.iter().map(|m| Keypair::from_secret(m.key_secret)).collect();
+    let config = &members[0].config;
+    let ctx = Context {
+        region: config.region,
+        epoch: 0,
+        previous: Hash32::ZERO,
+        committee_hash: Committee::new(ids.iter().copied(), &Hash32::ZERO).hash(),
+        registry: ids.iter().copied().collect(),
+        witness: config.witness.clone(),
+        rewards: config.rewards,
+        limits: config.limits.clone(),
+        clock: config.clock,
+        meter: config.meter.clone(),
+    };
+    let summary = pool::summarize(&ctx, &[]).expect("the empty summary");
+    let outsiders: Vec<Keypair> = (0..3).map(|k| Keypair::from_secret([40 + k; 32])).collect();
+    let forged = [
+        // Signed over another round than the certificate names.
+        certificate(&members, &keys[..3], &summary, 5),
+        // Two of four: below 2f + 1 = 3.
+        certificate(&members, &keys[..2], &summary, 0),
+        // Three signatures, but not of committee members.
+        certificate(&members, &outsiders, &summary, 0),
+        // One member's signature three times.
+        {
+            let mut c = certificate(&members, &keys[..1], &summary, 0);
+            c.signatures = vec![c.signatures[0].clone(); 3];
+            c
+        },
+    ];
+    let mut other_committee = summary.clone();
+    other_committee.committee_hash = Hash32([9; 32]);
+    let t = decides_at(&members);
+    let mut n = node(&members, 1, Stored::default(), t);
+    let mut now = t;
+    let mut answers: Vec<(EpochSummary, Certificate)> =
+        forged.into_iter().map(|c| (summary.clone(), c)).collect();
+    answers.push((other_committee.clone(), certificate(&members, &keys[..3], &other_committee, 0)));
+    for (s, c) in answers {
+        let (id, at) = next_decision_fetch(&mut n, now);
+        now = at;
+        let response = Response::Decision { summary: Box::new(s), certificate: Box::new(c) };
+        n.handle_input(Input::FetchResponse { now_ms: now, id, result: Ok(response) });
+        drain(&mut n);
+        assert_ne!(n.status(0), Status::Finalized, "a forged certificate finalized epoch 0");
+    }
+    // The genuine one is taken: the checks above are not refusing everything.
+    let (id, at) = next_decision_fetch(&mut n, now);
+    let genuine = certificate(&members, &keys[1..4], &summary, 0);
+    let response = Response::Decision { summary: Box::new(summary.clone()), certificate: Box::new(genuine) };
+    n.handle_input(Input::FetchResponse { now_ms: at, id, result: Ok(response) });
+    assert_eq!(n.status(0), Status::Finalized);
+    assert_eq!(n.finalized(0).map(|(s, _)| s.clone()), Some(summary));
 }

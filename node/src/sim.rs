@@ -15,7 +15,8 @@ use meshd_protocol::geo::{Location, Region};
 use meshd_protocol::keys::Keypair;
 use meshd_protocol::merkle::{MerkleTree, report_leaf};
 use meshd_protocol::message::{
-    BeaconId, Certificate, DataRate, EpochSummary, Message, Proposal, Vote, VoteStep, WitnessReport,
+    BeaconId, Certificate, DataRate, EpochSummary, Message, MeterReading, MeterStatus, Proposal, Vote,
+    VoteStep, WitnessReport,
 };
 use meshd_protocol::reward::RewardParams;
 use meshd_protocol::rules::{meter, witness};
@@ -134,6 +135,9 @@ pub struct Setup {
     pub unregistered: Vec<usize>,
     /// Registry changes during the run.
     pub registry_changes: Vec<RegistryChange>,
+    /// Every node has one energy meter that sends a reading this often, ms
+    /// (a whole number of seconds); 0: no meters.
+    pub meter_every_ms: u64,
 }
 
 impl Setup {
@@ -152,6 +156,7 @@ impl Setup {
             crash_after_vote_persist: Vec::new(),
             unregistered: Vec::new(),
             registry_changes: Vec::new(),
+            meter_every_ms: 0,
         }
     }
 }
@@ -195,6 +200,9 @@ pub struct Outcome {
     pub status: Vec<Vec<crate::node::Status>>,
     /// Each node's finalized summaries held at the end (empty when down).
     pub summaries: Vec<BTreeMap<u64, EpochSummary>>,
+    /// Ground truth of the meters: per epoch, the readings attested (an
+    /// `Ok` verdict) and their credited Wh.
+    pub attested: BTreeMap<u64, (u32, u64)>,
     /// A free-form description of the run, for failure messages.
     pub label: String,
 }
@@ -243,7 +251,11 @@ enum Ev {
     Crash(usize),
     Restart(usize),
     Registry(Vec<usize>),
+    Meter(usize),
 }
+
+/// Rated capacity of a simulated meter, W: a small rooftop array.
+pub const METER_CAPACITY_W: u64 = 5_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct HeardEv {
@@ -261,6 +273,17 @@ struct Slot {
     wake_at: u64,
     votes_persisted: u64,
     byzantine: Option<Byzantine>,
+    meter: SimMeter,
+}
+
+/// A simulated meter: its key, last reading, and readings awaiting a verdict
+/// (reading id → attestation epoch, credited Wh).
+struct SimMeter {
+    key: Keypair,
+    sequence: u64,
+    end_s: u64,
+    register_wh: u64,
+    pending: BTreeMap<u64, (u64, u64)>,
 }
 
 /// The simulation.
@@ -372,6 +395,15 @@ impl Sim {
                 wake_at: u64::MAX,
                 votes_persisted: 0,
                 byzantine,
+                meter: SimMeter {
+                    key: Keypair::from_secret(
+                        keccak256([&secret(setup.seed, i)[..], b"sim-meter"].concat()).0,
+                    ),
+                    sequence: 0,
+                    end_s: GENESIS_MS / 1_000,
+                    register_wh: 0,
+                    pending: BTreeMap::new(),
+                },
             });
         }
         let n = setup.members;
@@ -400,6 +432,11 @@ impl Sim {
         };
         for i in 0..n {
             sim.boot(i);
+        }
+        if sim.setup.meter_every_ms > 0 {
+            for i in 0..n {
+                sim.schedule(GENESIS_MS + sim.setup.meter_every_ms, Ev::Meter(i));
+            }
         }
         for change in sim.setup.registry_changes.clone() {
             sim.schedule(GENESIS_MS + change.at_ms, Ev::Registry(change.members));
@@ -594,6 +631,11 @@ impl Sim {
                     self.drive(i, Input::Registry { now_ms: self.now, members });
                 }
             }
+            Ev::Meter(i) => {
+                self.meter_reading(i);
+                let at = self.now + self.setup.meter_every_ms;
+                self.schedule(at, Ev::Meter(i));
+            }
             Ev::Crash(i) => self.crash(i),
             Ev::Restart(i) => {
                 self.pending_restarts = self.pending_restarts.saturating_sub(1);
@@ -602,6 +644,39 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// Node `i`'s meter sends its reading of the period that just ended:
+    /// up to 90 % of its rated energy, a fault every tenth reading.
+    fn meter_reading(&mut self, i: usize) {
+        let end_s = self.now / 1_000;
+        let interval_s = end_s.saturating_sub(self.slots[i].meter.end_s);
+        let most = meter::max_energy_wh(METER_CAPACITY_W, interval_s, &self.slots[i].config.meter);
+        let produced = self.rng.range(0, most * 9 / 10);
+        let m = &mut self.slots[i].meter;
+        m.sequence += 1;
+        let reading = MeterReading {
+            meter: m.key.meter_id(),
+            sequence: m.sequence,
+            interval_start_s: m.end_s,
+            interval_end_s: end_s,
+            register_start_wh: m.register_wh,
+            register_end_wh: m.register_wh + produced,
+            status: if m.sequence.is_multiple_of(10) { MeterStatus::Fault } else { MeterStatus::Ok },
+        };
+        m.end_s = end_s;
+        m.register_wh += produced;
+        let credited = meter::credited_wh(reading.status, produced);
+        let epoch = crate::pool::attestation_epoch(&self.clock, &reading).unwrap_or(0);
+        let Ok(envelope) = Envelope::seal(&Domain::new(NETWORK), &m.key, &Message::MeterReading(reading))
+        else {
+            return;
+        };
+        let id = m.sequence;
+        m.pending.insert(id, (epoch, credited));
+        let input =
+            Input::MeterReading { now_ms: self.now, id, reading: envelope, capacity_w: METER_CAPACITY_W };
+        self.drive(i, input);
     }
 
     fn crash(&mut self, i: usize) {
@@ -683,10 +758,16 @@ impl Sim {
                 let decides = self.clock.decides_at_ms(epoch).unwrap_or(0);
                 self.outcome.finalized[i].insert(epoch, (summary, self.now.saturating_sub(decides)));
             }
-            Output::Event(_)
-            | Output::SignAnchor { .. }
-            | Output::MeterVerdict { .. }
-            | Output::Timeout(_) => {}
+            Output::MeterVerdict { id, result } => {
+                if let Some((epoch, wh)) = self.slots[i].meter.pending.remove(&id)
+                    && result.is_ok()
+                {
+                    let entry = self.outcome.attested.entry(epoch).or_default();
+                    entry.0 += 1;
+                    entry.1 += wh;
+                }
+            }
+            Output::Event(_) | Output::SignAnchor { .. } | Output::Timeout(_) => {}
         }
     }
 

@@ -250,6 +250,28 @@ fn a_member_removed_while_an_epoch_is_decided_leaves_after_the_next_epoch() {
     }
 }
 
+/// Every node has a meter reading every 15 s; each epoch's finalized
+/// energy is exactly what the gateways attested (faulty intervals earn nothing).
+fn metered(n: usize, seed: u64) {
+    let mut setup = Setup::honest(n, seed);
+    setup.meter_every_ms = 15_000;
+    let outcome = run(setup);
+    assert_all_finalized(&outcome, &(0..n).collect::<Vec<_>>(), seed);
+    for e in 0..outcome.epochs {
+        let summary = &outcome.summaries[0][&e];
+        let (count, wh) = outcome.attested.get(&e).copied().unwrap_or_default();
+        assert!(count > 0, "seed {seed}: epoch {e} has attested readings");
+        assert_eq!((summary.attestation_count, summary.energy_wh), (count, wh), "seed {seed}: epoch {e}");
+    }
+}
+
+#[test]
+fn attested_meter_energy_is_finalized_exactly() {
+    for seed in CI_SEEDS {
+        metered(4, seed);
+    }
+}
+
 fn seeds() -> u64 {
     std::env::var("MESHD_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000)
 }
@@ -277,6 +299,7 @@ fn sweep_every_scenario_over_many_seeds() {
         partition(7, seed);
         restart_between_persist_and_send(4, seed, 1 + seed % 4);
         lossy(7, seed);
+        metered(7, seed);
         registry_change(seed, &[0, 1, 2, 3], &[0, 1, 2, 3, 4], 60_000 + seed % 60_000);
         registry_change(seed, &[0, 1, 2, 3, 4], &[1, 2, 3, 4], 60_000 + seed % 60_000);
     }

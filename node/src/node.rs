@@ -637,7 +637,12 @@ impl Node {
         // The registry passed in: every epoch's when none was stored, else a
         // change from the next epoch on (the undecided ones keep theirs).
         if node.registries.is_empty() {
+            // Stored too, so that after a restart the epochs before the
+            // first change still have their committee.
+            let members: Vec<GatewayId> = registry.members.iter().copied().collect();
             node.registries.insert(0, registry);
+            let id = node.id_next();
+            node.push(Output::Persist { id, batch: vec![Record::Registry { from_epoch: 0, members }] });
         } else {
             node.registry_changed(registry);
         }

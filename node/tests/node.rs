@@ -662,3 +662,46 @@ fn a_forged_certificate_fetched_as_a_decision_is_refused() {
     assert_eq!(n.status(0), Status::Finalized);
     assert_eq!(n.finalized(0).map(|(s, _)| s.clone()), Some(summary));
 }
+
+#[test]
+fn a_registry_change_applies_from_the_next_epoch_and_survives_a_restart() {
+    let members = network(5, 7);
+    let four: Vec<GatewayId> = members[..4].iter().map(|m| m.id).collect();
+    let five: Vec<GatewayId> = members.iter().map(|m| m.id).collect();
+    let t = GENESIS_MS + 30_000;
+    let mut n = Node::new(
+        members[0].config.clone(),
+        Keypair::from_secret(members[0].key_secret),
+        four.clone(),
+        Stored::default(),
+        t,
+    );
+    let mut stored: Vec<Record> = Vec::new();
+    let mut keep = |out: Vec<Output>| {
+        for o in out {
+            if let Output::Persist { batch, .. } = o {
+                stored.extend(batch);
+            }
+        }
+    };
+    keep(drain(&mut n));
+    n.handle_input(Input::Registry { now_ms: t + 1, members: five.clone() });
+    keep(drain(&mut n));
+    let sorted = |mut ids: Vec<GatewayId>| {
+        ids.sort();
+        ids
+    };
+    assert!(stored.contains(&Record::Registry { from_epoch: 1, members: sorted(five.clone()) }));
+    assert_eq!(n.committee_members(0), sorted(four.clone()).as_slice(), "the open epoch keeps its committee");
+    assert_eq!(n.committee_members(1), sorted(five.clone()).as_slice());
+    // Restarted with the chain's current registry: epoch 0 still has four.
+    let again = Node::new(
+        members[0].config.clone(),
+        Keypair::from_secret(members[0].key_secret),
+        five.clone(),
+        Stored { records: stored },
+        t + 2,
+    );
+    assert_eq!(again.committee_members(0), sorted(four).as_slice());
+    assert_eq!(again.committee_members(1), sorted(five).as_slice());
+}

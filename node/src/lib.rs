@@ -148,7 +148,43 @@
 //! - The anchor root covers this region's summaries only; other regions'
 //!   arrive on the global topic and are not collected yet.
 //! - A proposal lists at most [`meshd_protocol::codec::MAX_PROPOSAL_REPORTS`]
-//!   reports; larger epochs need proposal parts.
+//!   (360) reports, so a region's pool admits no more per epoch; larger
+//!   epochs need proposal parts (design below).
+//!
+//! # Design: proposals beyond 360 reports
+//!
+//! Not built yet: it needs a new wire kind and a new fetch request, so the
+//! gossip transport and the store change with it. The shape:
+//!
+//! - **Wire.** `Proposal` keeps its form; its `report_ids` are part 0 (the
+//!   first ≤ 360 ids in order). The summary's `beacon_count + witness_count +
+//!   attestation_count` is the full list's length, so a member knows how many
+//!   parts to expect: `⌈total / 360⌉`. Parts 1.. travel as a new kind,
+//!   `ProposalPart { region, epoch, round, value, index, report_ids }` (tag
+//!   18, ≤ 360 ids, the same body limit as a proposal), signed by the round's
+//!   proposer. Envelope size and [`meshd_protocol::codec::MAX_ENVELOPE_LEN`]
+//!   stay as they are.
+//! - **Proposer.** Seals the proposal and its parts together, persists them
+//!   in one batch (a `Record::ProposalPart` beside [`Record::Proposal`]),
+//!   then publishes all; rebroadcast and restart resend the parts with the
+//!   proposal (the resend buffer grows by the parts per round).
+//! - **Members.** A value is judged once every part is held: parts from
+//!   anyone but the round's proposer, of another value, or with an index past
+//!   the expected count are refused; ids must be sorted across parts; the
+//!   concatenation's Merkle root must equal `reports_root` (checked by
+//!   [`pool::summarize`] as today). Missing parts are fetched from the
+//!   proposer (`Request::ProposalPart { epoch, value, index }`), missing
+//!   reports in pages of 360 ids (the answer cap of [`Request::Reports`]);
+//!   the value is judged when the last page returns. The propose timeout must
+//!   cover the extra fetches: it grows by one round trip per part.
+//! - **Limits.** The per-epoch cap becomes parts × 360 (4 parts: 1,440
+//!   reports, about 600 KB of envelopes per epoch held), the pool's seen-set
+//!   bound scales with it, and distinct values stay bounded by
+//!   [`MAX_PROPOSALS`], so held parts are at most `MAX_PROPOSALS × parts`.
+//! - **Tests.** The sim with a witness-dense region (more than 360 reports per
+//!   epoch), a proposer crashing between parts, and a Byzantine proposer
+//!   sending conflicting parts (the root check refuses the value; nobody
+//!   prevotes it).
 //!
 //! # Modules
 //!

@@ -274,7 +274,7 @@ impl Gateway {
                 Output::Fetch { id, peer, request } => self.fetch(id, peer, request),
                 Output::Respond { id, response } => self.respond(id, response),
                 Output::Persist { id, batch } => {
-                    let writes = records::batch(&batch)?;
+                    let writes = records::batch(&batch, self.settings.node.region)?;
                     tokio::task::block_in_place(|| self.store.apply(&writes)).context(
                         "cannot persist consensus records; stopping rather than send what could be forgotten",
                     )?;
@@ -306,6 +306,12 @@ impl Gateway {
                 Output::Event(Event::Stalled { epoch, reason }) => {
                     tracing::warn!(epoch, ?reason, "epoch stalled");
                 }
+                // No meter ingest feeds readings yet; when one does, it
+                // answers its source with this verdict.
+                Output::MeterVerdict { id, result } => match result {
+                    Ok(attestation) => tracing::info!(id, %attestation, "meter reading attested"),
+                    Err(reason) => tracing::info!(id, reason = reason.as_str(), "meter reading refused"),
+                },
             }
         }
     }

@@ -13,7 +13,7 @@ use meshd_protocol::geo::{Location, Region};
 use meshd_protocol::keys::EvmAddress;
 use meshd_protocol::message::DataRate;
 use meshd_protocol::reward::RewardParams;
-use meshd_protocol::rules::witness;
+use meshd_protocol::rules::{meter, witness};
 
 /// Beacon carrier frequency: 868.1 MHz, the first default channel of
 /// EU868 that every LoRaWAN gateway listens on.
@@ -112,6 +112,7 @@ pub fn settings(config: &Config, own: GatewayId) -> Result<Settings, SettingsErr
             chain_id: config.chain.chain_id,
             verifying_contract: anchor_contract.unwrap_or(EvmAddress([0; 20])),
         },
+        meter: meter::Params::default(),
         stall_rounds: 4,
     };
     Ok(Settings { node, members, location })

@@ -102,17 +102,19 @@
 //!
 //! # Registry changes
 //!
-//! [`Input::Registry`] takes effect at the next epoch boundary: the
-//! committee of epoch `e` (and the set of gateways whose reports count in
-//! `e`) is the registry as of `e`'s start. A change seen during epoch `c`
-//! applies from `c + 1`; the open epoch and those in grace or being decided
-//! keep their committees, so a member added or removed mid-epoch never
-//! changes who decides an epoch already under way. Each change is persisted
+//! [`Input::Registry`] takes effect at an epoch boundary: the committee of
+//! epoch `e` (and the set of gateways whose reports count in `e`) is the
+//! registry as of `e`'s start. The input carries the chain time it holds at
+//! (`as_of_ms`, the block's timestamp), so a registry as of a moment in epoch
+//! `c` applies from `c + 1` on every member, whenever each reads it: an epoch
+//! already being decided never changes committee. A member that reads it
+//! late, once `c + 1` has begun, still applies it to `c + 1` unless that epoch
+//! is already being decided; reports its pool admitted under the old registry
+//! do not count ([`pool::select`] and [`pool::summarize`] check each signer
+//! against the epoch's registry). Each change is persisted
 //! ([`Record::Registry`]) and restored on start; the registry passed to
-//! [`Node::new`] applies to every epoch on a first start and from the next
-//! epoch after a restart. Every member must see a change during the same
-//! epoch to agree on the next committee; the daemon passes the registry as
-//! read at a chain block and should do so well inside an epoch.
+//! [`Node::new`] applies to every epoch on a first start and, as of the
+//! start time, after a restart.
 //!
 //! # Small regions
 //!
@@ -141,10 +143,15 @@
 //!   gateways attest them (one gateway's own meter state refuses the second).
 //! - Meter attestations count against the attesting gateway's per-epoch
 //!   share ([`pool::Limits::per_gateway`]), like its other reports.
-//! - A registry change seen by members in different epochs (one just before a
-//!   boundary, one just after) gives them different committees for one
-//!   epoch; the change should carry its chain block's epoch instead of the
-//!   time it was read. Committee rotation (sampling) is not modelled.
+//! - A member that reads a registry change only after the epoch it applies
+//!   to is being decided keeps the old committee for that epoch, and refuses
+//!   the others' certificate of it (the committee hash differs): it stays
+//!   stalled there. Reading the chain at least once per grace period avoids
+//!   it. Committee rotation (sampling) is not modelled.
+//! - Meters are not registered: any registered gateway can attest readings
+//!   of a meter key it made up; the rated capacity is known to the attesting
+//!   gateway only. A meter registry (meter id, capacity, owner) on chain
+//!   would let every member check both.
 //! - The anchor root covers this region's summaries only; other regions'
 //!   arrive on the global topic and are not collected yet.
 //! - A proposal lists at most [`meshd_protocol::codec::MAX_PROPOSAL_REPORTS`]

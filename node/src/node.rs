@@ -231,13 +231,20 @@ pub enum Input {
         /// The meter's rated capacity, W (from the gateway's meter config).
         capacity_w: u64,
     },
-    /// The chain's registry of gateways changed. The change takes effect at
-    /// the next epoch boundary: the committee (and the signers whose reports
-    /// count) of epoch `e` is the registry as of `e`'s start, so an epoch
-    /// already open or being decided keeps its committee.
+    /// The chain's registry of gateways, as of chain time `as_of_ms`. The
+    /// committee (and the signers whose reports count) of epoch `e` is the
+    /// registry as of `e`'s start, so a registry as of a moment in epoch `c`
+    /// applies from `c + 1`. Because the epoch comes from chain time, members
+    /// that read the same block agree even when they read it at different
+    /// moments; one that learns late still applies it to `c + 1` unless that
+    /// epoch is already being decided (then from the first epoch that is not).
+    /// A registry older than one already applied is ignored.
     Registry {
         /// Now, Unix ms.
         now_ms: u64,
+        /// Chain time of the block the registry was read at (its timestamp),
+        /// Unix ms. A daemon that knows no better passes `now_ms`.
+        as_of_ms: u64,
         /// Registered gateways of the committee region.
         members: Vec<GatewayId>,
     },
@@ -530,6 +537,8 @@ pub struct Node {
     domain: Domain,
     /// The registry by the first epoch it applies to (see [`Input::Registry`]).
     registries: BTreeMap<u64, Registry>,
+    /// Chain time of the newest registry applied, Unix ms.
+    registry_as_of: u64,
     epochs: BTreeMap<u64, EpochState>,
     finalized: BTreeMap<u64, Finalized>,
     /// Votes this member signed: (epoch, round, step) → value.
@@ -561,6 +570,7 @@ impl Node {
             me,
             domain,
             registries: BTreeMap::new(),
+            registry_as_of: 0,
             epochs: BTreeMap::new(),
             finalized: BTreeMap::new(),
             signed: BTreeMap::new(),
@@ -644,7 +654,7 @@ impl Node {
             let id = node.id_next();
             node.push(Output::Persist { id, batch: vec![Record::Registry { from_epoch: 0, members }] });
         } else {
-            node.registry_changed(registry);
+            node.registry_changed(registry, now_ms);
         }
         // Own reports after the finalized epochs are known (the pool's
         // context needs the previous summary when it is there).
@@ -746,21 +756,32 @@ impl Node {
                 self.tick(now_ms);
                 self.on_meter_reading(id, reading, capacity_w);
             }
-            Input::Registry { now_ms, members } => {
+            Input::Registry { now_ms, as_of_ms, members } => {
                 self.tick(now_ms);
-                self.registry_changed(Registry::new(members));
+                self.registry_changed(Registry::new(members), as_of_ms);
                 self.tick(now_ms);
             }
         }
     }
 
-    /// A registry change, in effect from the epoch after the current one
-    /// (from the first epoch before genesis), stored so a restart keeps it.
-    fn registry_changed(&mut self, registry: Registry) {
-        let from_epoch = match self.config.clock.epoch_at(self.now_ms) {
-            Ok(current) => current + 1,
+    /// A registry as of chain time `as_of_ms`, in effect from the epoch after
+    /// that time's (from the first epoch before genesis), or from the first
+    /// later epoch not yet being decided; stored so a restart keeps it.
+    fn registry_changed(&mut self, registry: Registry, as_of_ms: u64) {
+        if as_of_ms < self.registry_as_of {
+            return;
+        }
+        self.registry_as_of = as_of_ms;
+        let mut from_epoch = match self.config.clock.epoch_at(as_of_ms) {
+            Ok(epoch) => epoch + 1,
             Err(_) => 0,
         };
+        // An epoch being decided (or decided) keeps the committee it has.
+        while self.finalized.contains_key(&from_epoch)
+            || self.epochs.get(&from_epoch).and_then(|s| s.instance.as_ref()).is_some_and(Instance::started)
+        {
+            from_epoch += 1;
+        }
         if *self.registry_at(from_epoch) == registry {
             return;
         }

@@ -352,6 +352,10 @@ fn count<'a>(ctx: &Context, reports: &[&'a Report]) -> Result<Counted<'a>, (Hash
     let mut beaconers: BTreeSet<&GatewayId> = BTreeSet::new();
     let mut per_gateway: BTreeMap<&GatewayId, usize> = BTreeMap::new();
     for r in reports {
+        // Admission checked the registry of the moment; the epoch's is what counts.
+        if !ctx.registry.contains(&r.signer) {
+            return Err((r.id, Reason::Unregistered));
+        }
         let n = per_gateway.entry(&r.signer).or_default();
         *n += 1;
         if *n > ctx.limits.per_gateway {
@@ -425,7 +429,10 @@ pub fn select(ctx: &Context, pool: &Pool) -> Vec<Hash32> {
     let mut per_gateway: BTreeMap<&GatewayId, usize> = BTreeMap::new();
     let mut beacons: BTreeMap<BeaconId, (&GatewayId, &BeaconReport)> = BTreeMap::new();
     let mut beaconers: BTreeSet<&GatewayId> = BTreeSet::new();
-    for r in pool.reports() {
+    // Only reports of the epoch's registered gateways (the pool may hold
+    // some admitted before a late-learned registry change).
+    let registered = |r: &&Report| ctx.registry.contains(&r.signer);
+    for r in pool.reports().filter(registered) {
         let Message::BeaconReport(b) = &r.body else { continue };
         if chosen.len() >= cap || per_gateway.get(&r.signer).copied().unwrap_or(0) >= ctx.limits.per_gateway {
             continue;
@@ -443,7 +450,7 @@ pub fn select(ctx: &Context, pool: &Pool) -> Vec<Hash32> {
         chosen.push(r.id);
     }
     let mut witnessed: BTreeSet<(BeaconId, &GatewayId)> = BTreeSet::new();
-    for r in pool.reports() {
+    for r in pool.reports().filter(registered) {
         let Message::WitnessReport(w) = &r.body else { continue };
         if chosen.len() >= cap || per_gateway.get(&r.signer).copied().unwrap_or(0) >= ctx.limits.per_gateway {
             continue;
@@ -459,7 +466,7 @@ pub fn select(ctx: &Context, pool: &Pool) -> Vec<Hash32> {
         chosen.push(r.id);
     }
     let mut intervals: BTreeMap<MeterId, MeterIntervals> = BTreeMap::new();
-    for r in pool.reports() {
+    for r in pool.reports().filter(registered) {
         let Message::MeterAttestation(a) = &r.body else { continue };
         if chosen.len() >= cap || per_gateway.get(&r.signer).copied().unwrap_or(0) >= ctx.limits.per_gateway {
             continue;

@@ -97,13 +97,16 @@ pub struct Partition {
 }
 
 /// The chain's registry changes at `at_ms` (virtual ms after genesis) to
-/// `members` (node indexes); every live node hears of it then.
+/// `members` (node indexes); even-numbered nodes hear of it then, odd ones
+/// `odd_late_ms` later (chain reads are not simultaneous).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegistryChange {
-    /// When.
+    /// When, on chain.
     pub at_ms: u64,
     /// The registered nodes from then on.
     pub members: Vec<usize>,
+    /// How much later the odd-numbered nodes read it, ms.
+    pub odd_late_ms: u64,
 }
 
 /// What to simulate.
@@ -250,7 +253,7 @@ enum Ev {
     Heard { to: usize, heard: HeardEv },
     Crash(usize),
     Restart(usize),
-    Registry(Vec<usize>),
+    Registry { members: Vec<usize>, as_of_ms: u64, odd: bool },
     Meter(usize),
 }
 
@@ -439,7 +442,10 @@ impl Sim {
             }
         }
         for change in sim.setup.registry_changes.clone() {
-            sim.schedule(GENESIS_MS + change.at_ms, Ev::Registry(change.members));
+            let as_of_ms = GENESIS_MS + change.at_ms;
+            let members = change.members;
+            sim.schedule(as_of_ms, Ev::Registry { members: members.clone(), as_of_ms, odd: false });
+            sim.schedule(as_of_ms + change.odd_late_ms, Ev::Registry { members, as_of_ms, odd: true });
         }
         for c in sim.setup.crashes.clone() {
             sim.schedule(GENESIS_MS + c.at_ms, Ev::Crash(c.node));
@@ -624,11 +630,13 @@ impl Sim {
                     self.drive(to, Input::BeaconHeard { now_ms: self.now, heard });
                 }
             }
-            Ev::Registry(members) => {
-                self.registry = members.iter().filter_map(|i| self.slots.get(*i)).map(|s| s.id).collect();
-                for i in 0..self.slots.len() {
-                    let members = self.registry.clone();
-                    self.drive(i, Input::Registry { now_ms: self.now, members });
+            Ev::Registry { members, as_of_ms, odd } => {
+                let members: Vec<GatewayId> =
+                    members.iter().filter_map(|i| self.slots.get(*i)).map(|s| s.id).collect();
+                self.registry = members.clone();
+                for i in (0..self.slots.len()).filter(|i| (i % 2 == 1) == odd) {
+                    let members = members.clone();
+                    self.drive(i, Input::Registry { now_ms: self.now, as_of_ms, members });
                 }
             }
             Ev::Meter(i) => {

@@ -221,25 +221,45 @@ fn with_five_percent_message_loss_every_member_still_finalizes() {
 }
 
 /// Five nodes; the registry changes from `before` to `after` at `at_ms`
-/// (epoch 1). Epochs 0 and 1 keep the old committee, 2 and 3 have the new
-/// one, and every node (member or not) finalizes the same summaries.
-fn registry_change(seed: u64, before: &[usize], after: &[usize], at_ms: u64) {
+/// on chain, odd nodes reading it `odd_late_ms` later. The epochs before
+/// `effective` keep the old committee, the later ones have the new one, and
+/// every node (member or not) finalizes the same summaries.
+fn registry_change(
+    seed: u64,
+    before: &[usize],
+    after: &[usize],
+    at_ms: u64,
+    odd_late_ms: u64,
+    effective: u64,
+) {
     let mut setup = Setup::honest(5, seed);
     setup.epochs = 4;
     setup.unregistered = (0..5).filter(|i| !before.contains(i)).collect();
-    setup.registry_changes = vec![RegistryChange { at_ms, members: after.to_vec() }];
+    setup.registry_changes = vec![RegistryChange { at_ms, members: after.to_vec(), odd_late_ms }];
     let outcome = run(setup);
     assert_all_finalized(&outcome, &(0..5).collect::<Vec<_>>(), seed);
     let hashes: Vec<_> = (0..4).map(|e| outcome.summaries[0][&e].committee_hash).collect();
-    assert_eq!(hashes[0], hashes[1], "seed {seed}: epoch 1 keeps epoch 0's committee");
-    assert_ne!(hashes[1], hashes[2], "seed {seed}: epoch 2 has the new committee");
-    assert_eq!(hashes[2], hashes[3]);
+    for e in 1..4 {
+        if e == effective {
+            assert_ne!(
+                hashes[e as usize - 1],
+                hashes[e as usize],
+                "seed {seed}: epoch {e} has the new committee"
+            );
+        } else {
+            assert_eq!(
+                hashes[e as usize - 1],
+                hashes[e as usize],
+                "seed {seed}: epoch {e} keeps its committee"
+            );
+        }
+    }
 }
 
 #[test]
 fn a_member_added_mid_epoch_joins_the_committee_at_the_next_epoch() {
     for seed in CI_SEEDS {
-        registry_change(seed, &[0, 1, 2, 3], &[0, 1, 2, 3, 4], 90_000);
+        registry_change(seed, &[0, 1, 2, 3], &[0, 1, 2, 3, 4], 90_000, 0, 2);
     }
 }
 
@@ -248,7 +268,17 @@ fn a_member_removed_while_an_epoch_is_decided_leaves_after_the_next_epoch() {
     // Epoch 0 is being decided at 70.5 s (its grace ended at 70 s) and
     // epoch 1 is open: both keep all five members.
     for seed in CI_SEEDS {
-        registry_change(seed, &[0, 1, 2, 3, 4], &[0, 1, 2, 3], 70_500);
+        registry_change(seed, &[0, 1, 2, 3, 4], &[0, 1, 2, 3], 70_500, 0, 2);
+    }
+}
+
+#[test]
+fn members_reading_a_registry_change_across_an_epoch_boundary_still_agree() {
+    // On chain at 55 s (epoch 0): it applies from epoch 1. Odd nodes read it
+    // at 68 s, in epoch 1, before epoch 1 is decided: they apply it to
+    // epoch 1 too. Node 3 is removed while it still thinks it is a member.
+    for seed in CI_SEEDS {
+        registry_change(seed, &[0, 1, 2, 3, 4], &[0, 1, 2, 4], 55_000, 13_000, 1);
     }
 }
 
@@ -302,7 +332,7 @@ fn sweep_every_scenario_over_many_seeds() {
         restart_between_persist_and_send(4, seed, 1 + seed % 4);
         lossy(7, seed);
         metered(7, seed);
-        registry_change(seed, &[0, 1, 2, 3], &[0, 1, 2, 3, 4], 60_000 + seed % 60_000);
-        registry_change(seed, &[0, 1, 2, 3, 4], &[1, 2, 3, 4], 60_000 + seed % 60_000);
+        registry_change(seed, &[0, 1, 2, 3], &[0, 1, 2, 3, 4], 60_000 + seed % 60_000, 0, 2);
+        registry_change(seed, &[0, 1, 2, 3, 4], &[1, 2, 3, 4], 60_000 + seed % 60_000, seed % 9_000, 2);
     }
 }

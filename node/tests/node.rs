@@ -685,7 +685,7 @@ fn a_registry_change_applies_from_the_next_epoch_and_survives_a_restart() {
         }
     };
     keep(drain(&mut n));
-    n.handle_input(Input::Registry { now_ms: t + 1, members: five.clone() });
+    n.handle_input(Input::Registry { now_ms: t + 1, as_of_ms: t + 1, members: five.clone() });
     keep(drain(&mut n));
     let sorted = |mut ids: Vec<GatewayId>| {
         ids.sort();

@@ -181,7 +181,7 @@ fi
 
 # Finality latency (end of grace period to finalization, every gateway and
 # epoch, from the logs) and gossip traffic per gateway and epoch (/metrics).
-latencies="$(cat "$dir"/g*/meshd.log | sed -n 's/.*epoch finalized.*latency_ms=\([0-9]*\).*/\1/p' | sort -n)"
+latencies="$(for n in "${gateways[@]}"; do cat "$dir/g$n/meshd.log"; done | sed -n 's/.*epoch finalized.*latency_ms=\([0-9]*\).*/\1/p' | sort -n)"
 samples="$(printf '%s\n' "$latencies" | grep -c . || true)"
 if [ "$samples" -gt 0 ]; then
     pick() { printf '%s\n' "$latencies" | awk -v q="$1" -v n="$samples" 'NR == int((n - 1) * q) + 1 { print; exit }'; }

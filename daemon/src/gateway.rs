@@ -165,6 +165,19 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
             settings.node.witness.clone(),
         )
     });
+    let meters = (config.synthetic.enabled && config.synthetic.meters > 0).then(|| {
+        let longitude = settings.location.lat_lng().map_or(0.0, |(_, lon)| lon);
+        // Three readings per epoch, within the meters' 5 s to 15 min range.
+        let interval_s = config.network.epoch_length_s / 3;
+        meters::Meters::new(
+            &keys.identity,
+            config.synthetic.meters,
+            config.synthetic.meter_peak_w,
+            longitude,
+            interval_s,
+            &config.network.name,
+        )
+    });
     let (fetch_tx, mut fetch_rx) = mpsc::channel(FETCH_RESULTS);
     tracing::info!(
         gateway = %own,
@@ -188,6 +201,8 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
         next_request: 0,
         frames: BTreeSet::new(),
         synthetic,
+        meters,
+        next_reading: 0,
         metrics: node_metrics,
         status: status_tx,
         peers: 0,
@@ -202,6 +217,7 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
         };
         gateway.publish_status();
         let next_frame = gateway.frames.first().map(|(at, ..)| *at);
+        let next_meters = gateway.meters.as_ref().map(|m| m.next_due_ms(clock::now_ms()));
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Ok(()),
@@ -214,6 +230,9 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
             }
             _ = tokio::time::sleep_until(clock::instant_of(next_frame.unwrap_or(u64::MAX))), if next_frame.is_some() => {
                 gateway.deliver_frames();
+            }
+            _ = tokio::time::sleep_until(clock::instant_of(next_meters.unwrap_or(u64::MAX))), if next_meters.is_some() => {
+                gateway.read_meters();
             }
             _ = tokio::time::sleep_until(clock::instant_of(wake_at)) => {
                 gateway.node.handle_input(Input::Timeout { now_ms: clock::now_ms() });
@@ -246,6 +265,10 @@ struct Gateway {
     /// Synthetic frames by reception time (ties broken by beacon id).
     frames: BTreeSet<(u64, [u8; 16], FrameKey)>,
     synthetic: Option<SyntheticRadio>,
+    /// Synthetic meters, whose readings go to the node.
+    meters: Option<meters::Meters>,
+    /// Id of the last meter reading fed to the node.
+    next_reading: u64,
     metrics: metrics::NodeMetrics,
     status: watch::Sender<Status>,
     peers: usize,
@@ -306,10 +329,8 @@ impl Gateway {
                 Output::Event(Event::Stalled { epoch, reason }) => {
                     tracing::warn!(epoch, ?reason, "epoch stalled");
                 }
-                // No meter ingest feeds readings yet; when one does, it
-                // answers its source with this verdict.
                 Output::MeterVerdict { id, result } => match result {
-                    Ok(attestation) => tracing::info!(id, %attestation, "meter reading attested"),
+                    Ok(attestation) => tracing::debug!(id, %attestation, "meter reading attested"),
                     Err(reason) => tracing::info!(id, reason = reason.as_str(), "meter reading refused"),
                 },
             }
@@ -466,6 +487,18 @@ impl Gateway {
         }
     }
 
+    /// Feeds the synthetic meters' readings of the interval that just ended.
+    fn read_meters(&mut self) {
+        let now_ms = clock::now_ms();
+        let Some(meters) = &mut self.meters else { return };
+        let capacity_w = meters.peak_w();
+        for reading in meters.due(now_ms) {
+            self.next_reading += 1;
+            let id = self.next_reading;
+            self.node.handle_input(Input::MeterReading { now_ms, id, reading, capacity_w });
+        }
+    }
+
     async fn refresh_peers(&mut self) {
         if let Ok(Ok(snapshot)) = tokio::time::timeout(GOSSIP_COMMAND_TIMEOUT, self.client.snapshot()).await {
             self.peers = snapshot.connected_peers.len();
@@ -498,6 +531,8 @@ impl Gateway {
                 signatures: certificate.signatures.len(),
                 beacons: summary.beacon_count,
                 witnesses: summary.witness_count,
+                attestations: summary.attestation_count,
+                energy_wh: summary.energy_wh,
             })
         });
         let own = self.node.id();

@@ -60,6 +60,10 @@ pub struct Finalized {
     pub beacons: u32,
     /// Witnesses counted.
     pub witnesses: u32,
+    /// Meter attestations counted.
+    pub attestations: u32,
+    /// Energy attested, Wh.
+    pub energy_wh: u64,
 }
 
 /// An anchor digest this gateway signed.
@@ -95,8 +99,15 @@ impl Status {
             Some(f) => line(
                 "last finalized",
                 format!(
-                    "epoch {} in round {}, summary {} ({} signatures; {} beacons, {} witnesses)",
-                    f.epoch, f.round, f.summary_hash, f.signatures, f.beacons, f.witnesses
+                    "epoch {} in round {}, summary {} ({} signatures; {} beacons, {} witnesses, {} meter readings, {} Wh)",
+                    f.epoch,
+                    f.round,
+                    f.summary_hash,
+                    f.signatures,
+                    f.beacons,
+                    f.witnesses,
+                    f.attestations,
+                    f.energy_wh
                 ),
             ),
             None => line("last finalized", "none yet".into()),

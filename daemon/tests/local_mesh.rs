@@ -181,6 +181,10 @@ fn four_gateways_finalize_the_same_summaries_and_a_killed_one_catches_up() {
     let status = gateways[0].status().expect("status");
     assert_eq!(status.committee_size, GATEWAYS);
     assert!(status.peers >= 1, "{status:?}");
+    // Each gateway's synthetic meter reads three times an epoch; the readings
+    // are attested and counted.
+    let attested = status.last_finalized.as_ref().map_or(0, |f| f.attestations);
+    assert!(attested >= 4, "{status:?}");
     let (code, metrics) = get_blocking(gateways[0].api, "/metrics", Duration::from_secs(2)).expect("metrics");
     assert_eq!(code, 200);
     for family in ["meshd_node_finalized_total", "meshd_gateway_last_finalized_epoch", "meshd_gossip_"] {

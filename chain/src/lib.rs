@@ -51,18 +51,23 @@
 
 pub mod anchorer;
 pub mod bindings;
+pub mod collector;
 pub mod decision;
 pub mod deploy;
 /// The EIP-712 digests, shared with the node: see [`meshd_protocol::anchor`].
 pub use meshd_protocol::anchor as digest;
+pub mod proof;
 pub mod registry;
 pub mod rejection;
 pub mod retry;
+pub mod service;
 
 pub use alloy::transports::http::reqwest::Url;
 pub use anchorer::{AnchorConfig, AnchorOutcome, AnchorSignature, Anchorer, SubmitError, sort_by_signer};
+pub use collector::{Collector, CollectorConfig, Offered, Refused, Submission, sign_anchor};
 pub use deploy::{CommitteeMember, DeployError, Deployment, DevDeployConfig, deploy_dev};
 pub use digest::{AnchorDomain, EpochRange, quorum};
 pub use registry::{Gateway, Meter, RegistryError, RegistryEvent, RegistryReader, RegistryView};
 pub use rejection::AnchorRejection;
 pub use retry::RetryPolicy;
+pub use service::{AnchorService, ServiceEvent};

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use clap::{ArgAction, Parser, Subcommand};
 use meshd_config::Config;
 
+mod chain_cmd;
 mod config_file;
 mod keys;
 mod logging;
@@ -67,6 +68,9 @@ enum Command {
     /// Print and check configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// `meshd chain …`, `meshd prove …` and `meshd verify …`.
+    #[command(flatten)]
+    Chain(Box<chain_cmd::Command>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -230,6 +234,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             tracing::debug!(path = %file.display(), overrides = env.len(), "configuration is valid");
             println!("OK {}: {}", file.display(), config.summary());
         }
+        Command::Chain(command) => chain_cmd::run(*command)?,
     }
     Ok(())
 }

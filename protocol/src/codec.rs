@@ -19,8 +19,8 @@ use bincode::{Decode, Encode};
 use crate::envelope::{Envelope, VERSION};
 use crate::hash::{Hash32, keccak256};
 use crate::message::{
-    BeaconReport, Certificate, EpochSummary, Kind, Message, MeterAttestation, MeterReading, Proposal, Vote,
-    WitnessReport,
+    AnchorSignature, BeaconReport, Certificate, EpochSummary, Kind, Message, MeterAttestation, MeterReading,
+    Proposal, Vote, WitnessReport,
 };
 
 /// Most members a committee has (larger regions are sampled down to it).
@@ -57,6 +57,9 @@ pub const MAX_PROPOSAL_REPORTS: usize = 360;
 /// Body limit of a proposal: the 221-byte head plus [`MAX_PROPOSAL_REPORTS`]
 /// ids of 32 bytes, plus slack; not above [`CERTIFICATE_LIMIT`].
 pub const PROPOSAL_LIMIT: usize = 221 + MAX_PROPOSAL_REPORTS * 32 + 16;
+/// Body limit of an anchor signature: its fixed encoding is 133 bytes (two
+/// epochs, the root, the 20-byte signer, the 65-byte signature), plus slack.
+pub const ANCHOR_SIGNATURE_LIMIT: usize = 160;
 /// Body limit of a vote (fixed encoding of at most 122 bytes, plus slack).
 pub const VOTE_LIMIT: usize = 160;
 
@@ -141,6 +144,7 @@ pub fn body_limit(kind: Kind) -> usize {
         Kind::MeterAttestation => METER_ATTESTATION_LIMIT,
         Kind::EpochSummary => EPOCH_SUMMARY_LIMIT,
         Kind::Certificate => CERTIFICATE_LIMIT,
+        Kind::AnchorSignature => ANCHOR_SIGNATURE_LIMIT,
         Kind::Proposal => PROPOSAL_LIMIT,
         Kind::Vote => VOTE_LIMIT,
     }
@@ -166,6 +170,7 @@ pub fn encode_body(message: &Message) -> Result<Vec<u8>, CodecError> {
             }
             encode_limited::<_, CERTIFICATE_LIMIT>(m, what)
         }
+        Message::AnchorSignature(m) => encode_limited::<_, ANCHOR_SIGNATURE_LIMIT>(m, what),
         Message::Proposal(m) => {
             if m.report_ids.len() > MAX_PROPOSAL_REPORTS {
                 return Err(CodecError::TooLarge {
@@ -220,6 +225,9 @@ pub fn decode_body(kind: Kind, bytes: &[u8]) -> Result<Message, CodecError> {
                 });
             }
             Message::Certificate(certificate)
+        }
+        Kind::AnchorSignature => {
+            Message::AnchorSignature(decode_limited::<AnchorSignature, ANCHOR_SIGNATURE_LIMIT>(bytes, what)?)
         }
         Kind::Proposal => {
             let proposal = decode_limited::<Proposal, PROPOSAL_LIMIT>(bytes, what)?;

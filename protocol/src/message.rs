@@ -33,6 +33,8 @@ pub enum Kind {
     EpochSummary = 5,
     /// [`Certificate`]: 2f+1 committee signatures finalizing a summary.
     Certificate = 6,
+    /// [`AnchorSignature`]: an anchor committee member's signature of an anchor digest.
+    AnchorSignature = 7,
     /// [`Proposal`]: a round's proposer proposes a summary (consensus).
     Proposal = 16,
     /// [`Vote`]: a committee member's prevote or precommit (consensus).
@@ -41,13 +43,14 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in tag order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::BeaconReport,
         Kind::WitnessReport,
         Kind::MeterReading,
         Kind::MeterAttestation,
         Kind::EpochSummary,
         Kind::Certificate,
+        Kind::AnchorSignature,
         Kind::Proposal,
         Kind::Vote,
     ];
@@ -71,6 +74,7 @@ impl Kind {
             Kind::MeterAttestation => "meter_attestation",
             Kind::EpochSummary => "epoch_summary",
             Kind::Certificate => "certificate",
+            Kind::AnchorSignature => "anchor_signature",
             Kind::Proposal => "proposal",
             Kind::Vote => "vote",
         }
@@ -284,6 +288,25 @@ impl Certificate {
     }
 }
 
+/// An anchor committee member's secp256k1 signature of the EIP-712 anchor
+/// digest of one epoch range and root (see [`crate::anchor`]), published on
+/// the global topic so that a quorum of them can be collected and submitted
+/// to the `EpochAnchor` contract. The envelope is signed by the member's
+/// gateway key; the anchor signature itself is what the contract checks.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct AnchorSignature {
+    /// The first epoch of the anchored range.
+    pub from_epoch: u64,
+    /// The last epoch of the anchored range (inclusive).
+    pub to_epoch: u64,
+    /// The Merkle root over the range's summary leaves.
+    pub root: Hash32,
+    /// The member's anchor address (the secp256k1 key's EVM address).
+    pub signer: [u8; 20],
+    /// `r ‖ s ‖ v` over the anchor digest, `v` in {27, 28}, low `s`.
+    pub signature: [u8; 65],
+}
+
 /// A consensus proposal: the round's proposer proposes a summary of one
 /// (region, epoch) and lists the ids of the reports it counts, so that every
 /// member can fetch what it misses, validate each report and recompute the
@@ -344,6 +367,8 @@ pub enum Message {
     EpochSummary(EpochSummary),
     /// See [`Certificate`].
     Certificate(Certificate),
+    /// See [`AnchorSignature`].
+    AnchorSignature(AnchorSignature),
     /// See [`Proposal`].
     Proposal(Proposal),
     /// See [`Vote`].
@@ -360,6 +385,7 @@ impl Message {
             Message::MeterAttestation(_) => Kind::MeterAttestation,
             Message::EpochSummary(_) => Kind::EpochSummary,
             Message::Certificate(_) => Kind::Certificate,
+            Message::AnchorSignature(_) => Kind::AnchorSignature,
             Message::Proposal(_) => Kind::Proposal,
             Message::Vote(_) => Kind::Vote,
         }

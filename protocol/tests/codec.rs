@@ -190,6 +190,7 @@ fn fixed_size_bodies_encode_to_their_documented_sizes() {
     assert_eq!(sample(strategies::meter_reading().prop_map(Message::MeterReading).boxed()), 76);
     assert_eq!(sample(strategies::epoch_summary().prop_map(Message::EpochSummary).boxed()), 204);
     assert_eq!(sample(strategies::certificate(0).prop_map(Message::Certificate).boxed()), 52 + 8);
+    assert_eq!(sample(strategies::anchor_signature().prop_map(Message::AnchorSignature).boxed()), 133);
 }
 
 #[test]

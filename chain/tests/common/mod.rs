@@ -23,8 +23,9 @@ use meshd_protocol::keys::{AnchorKey, EvmAddress};
 /// anvil's first default account (the public test mnemonic): deployer and payer.
 pub const DEPLOYER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
+/// `chain/contracts`, also from the daemon's tests that include this module.
 fn contracts_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../chain/contracts")
 }
 
 fn anvil_binary() -> PathBuf {

@@ -7,8 +7,8 @@ use meshd_protocol::hash::Hash32;
 use meshd_protocol::id::{GatewayId, MeterId};
 use meshd_protocol::keys::Keypair;
 use meshd_protocol::message::{
-    BeaconId, BeaconReport, Certificate, CommitSignature, DataRate, EpochSummary, Message, MeterAttestation,
-    MeterReading, MeterStatus, Proposal, Vote, VoteStep, WitnessReport,
+    AnchorSignature, BeaconId, BeaconReport, Certificate, CommitSignature, DataRate, EpochSummary, Message,
+    MeterAttestation, MeterReading, MeterStatus, Proposal, Vote, VoteStep, WitnessReport,
 };
 use proptest::prelude::*;
 
@@ -196,6 +196,17 @@ pub fn vote() -> impl Strategy<Value = Vote> {
 }
 
 /// Any message of any kind, certificates up to the committee limit.
+pub fn anchor_signature() -> impl Strategy<Value = AnchorSignature> {
+    (any::<u64>(), any::<u64>(), hash(), any::<[u8; 20]>(), any::<[u8; 32]>(), any::<[u8; 32]>(), any::<u8>())
+        .prop_map(|(from_epoch, to_epoch, root, signer, r, s, v)| {
+            let mut signature = [0u8; 65];
+            signature[..32].copy_from_slice(&r);
+            signature[32..64].copy_from_slice(&s);
+            signature[64] = v;
+            AnchorSignature { from_epoch, to_epoch, root, signer, signature }
+        })
+}
+
 pub fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         beacon_report().prop_map(Message::BeaconReport),
@@ -206,5 +217,6 @@ pub fn message() -> impl Strategy<Value = Message> {
         certificate(meshd_protocol::codec::MAX_COMMITTEE).prop_map(Message::Certificate),
         proposal(meshd_protocol::codec::MAX_PROPOSAL_REPORTS).prop_map(Message::Proposal),
         vote().prop_map(Message::Vote),
+        anchor_signature().prop_map(Message::AnchorSignature),
     ]
 }

@@ -1,6 +1,6 @@
 //! Proofs that a report, a reward or a meter's energy is under an anchored
 //! root, in the JSON form `meshd prove` writes and `meshd verify`,
-//! `meshd chain claim` and `meshd chain mint` read (docs/chain.md §8).
+//! `meshd chain claim` and `meshd chain mint` read (docs/chain.md §12).
 //!
 //! A proof is two Merkle proofs (OpenZeppelin `StandardMerkleTree`, see
 //! [`meshd_protocol::merkle`]): the summary leaf under the root anchored for

@@ -1,7 +1,7 @@
 //! The chain commands of `meshd`: development deployment, gateway
 //! registration, proofs from the local store, their verification against the
 //! chain, reward claims and certificate mints. The proof JSON is
-//! `meshd_chain::proof::Proof` (docs/chain.md §8).
+//! `meshd_chain::proof::Proof` (docs/chain.md §12).
 //!
 //! - `meshd chain deploy --rpc-url URL (--key-file F | --private-key HEX) [--member F]… [--location CELL]`
 //! - `meshd chain register --rpc-url URL (--key-file F | --private-key HEX) --registry ADDR
@@ -464,7 +464,7 @@ fn read_proof(path: &Path) -> anyhow::Result<Proof> {
     let text =
         fs::read_to_string(path).with_context(|| format!("cannot read the proof {}", path.display()))?;
     serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a meshd proof (docs/chain.md §8)", path.display()))
+        .with_context(|| format!("{} is not a meshd proof (docs/chain.md §12)", path.display()))
 }
 
 /// An id in an amounts file: a peer-id form or 32-byte hex.

@@ -70,4 +70,4 @@ pub use digest::{AnchorDomain, EpochRange, quorum};
 pub use registry::{Gateway, Meter, RegistryError, RegistryEvent, RegistryReader, RegistryView};
 pub use rejection::AnchorRejection;
 pub use retry::RetryPolicy;
-pub use service::{AnchorService, ServiceEvent};
+pub use service::{AnchorService, ServiceEvent, ServiceInput};

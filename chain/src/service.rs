@@ -4,9 +4,10 @@
 //! The daemon creates it with [`AnchorService::new`], spawns
 //! [`AnchorService::run`], and sends every [`message::AnchorSignature`] it
 //! receives on the global topic — and its own, signed with
-//! [`crate::sign_anchor`] on the node's `Output::SignAnchor` — through the
-//! returned [`mpsc::Sender`] (`try_send`: a full queue drops the signature,
-//! which peers re-publish). What happened comes back as [`ServiceEvent`]s.
+//! [`crate::sign_anchor`] on the node's `Output::SignAnchor` — as
+//! [`ServiceInput::Signature`] through the returned [`mpsc::Sender`]
+//! (`try_send`: a full queue drops the signature, which peers re-publish),
+//! and [`ServiceInput::Committee`] when the anchor committee changes. What happened comes back as [`ServiceEvent`]s.
 //! The task ends when every sender is dropped.
 //!
 //! Submissions run concurrently with collection (one task per range, at most
@@ -14,6 +15,7 @@
 
 use std::time::Duration;
 
+use meshd_protocol::keys::EvmAddress;
 use meshd_protocol::message;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -23,6 +25,17 @@ use crate::anchorer::{AnchorOutcome, Anchorer, SubmitError};
 use crate::collector::{Collector, Offered, Refused};
 use crate::digest::EpochRange;
 use meshd_protocol::hash::Hash32;
+
+/// What the daemon sends the anchoring task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServiceInput {
+    /// A signature received on the global topic, or this gateway's own.
+    Signature(message::AnchorSignature),
+    /// The anchor committee changed (registry or committee events): these
+    /// anchor addresses, any order (see [`Collector::set_committee`]).
+    Committee(Vec<EvmAddress>),
+}
 
 /// What the anchoring task reports.
 #[derive(Debug)]
@@ -61,7 +74,7 @@ pub enum ServiceEvent {
 pub struct AnchorService {
     collector: Collector,
     anchorer: Anchorer,
-    inbox: mpsc::Receiver<message::AnchorSignature>,
+    inbox: mpsc::Receiver<ServiceInput>,
     events: mpsc::Sender<ServiceEvent>,
 }
 
@@ -76,7 +89,7 @@ impl AnchorService {
         collector: Collector,
         anchorer: Anchorer,
         capacity: usize,
-    ) -> (AnchorService, mpsc::Sender<message::AnchorSignature>, mpsc::Receiver<ServiceEvent>) {
+    ) -> (AnchorService, mpsc::Sender<ServiceInput>, mpsc::Receiver<ServiceEvent>) {
         let (signatures, inbox) = mpsc::channel(capacity.max(1));
         let (events, event_rx) = mpsc::channel(capacity.max(1));
         (AnchorService { collector, anchorer, inbox, events }, signatures, event_rx)
@@ -136,7 +149,8 @@ impl AnchorService {
                     }
                 }
                 received = self.inbox.recv(), if open => match received {
-                    Some(signature) => match self.collector.offer(now_ms(), &signature) {
+                    Some(ServiceInput::Committee(members)) => self.collector.set_committee(members),
+                    Some(ServiceInput::Signature(signature)) => match self.collector.offer(now_ms(), &signature) {
                         Ok(Offered::QuorumReached { range, root }) => {
                             self.emit(ServiceEvent::QuorumReached { range, root });
                         }

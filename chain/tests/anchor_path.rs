@@ -22,7 +22,8 @@ use meshd_chain::bindings::registry::GatewayRegistry;
 use meshd_chain::bindings::token::TestToken;
 use meshd_chain::proof::{self, ChainProofError, Item, Proof, ProofError};
 use meshd_chain::{
-    AnchorOutcome, AnchorService, Anchorer, Collector, CollectorConfig, EpochRange, ServiceEvent, sign_anchor,
+    AnchorOutcome, AnchorService, Anchorer, Collector, CollectorConfig, EpochRange, ServiceEvent,
+    ServiceInput, sign_anchor,
 };
 use meshd_protocol::geo::Region;
 use meshd_protocol::keys::AnchorKey;
@@ -126,7 +127,7 @@ async fn committee_signatures_reach_quorum_land_on_chain_and_prove_report_reward
     // Gossip: every member receives every signature, in a different order each.
     for (m, inbox) in inboxes.iter().enumerate() {
         for i in 0..signed.len() {
-            inbox.send(signed[(i + m) % signed.len()].clone()).await.unwrap();
+            inbox.send(ServiceInput::Signature(signed[(i + m) % signed.len()].clone())).await.unwrap();
         }
     }
     let mut landed = Vec::new();

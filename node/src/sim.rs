@@ -1,6 +1,8 @@
 //! A deterministic harness: N real [`Node`]s in virtual time on a seeded
-//! network with latency, loss, partitions, crashes and restarts, and
-//! Byzantine members. The idea of quinn's `Pair` for N nodes: an event queue
+//! network with latency, loss, partitions, crashes and restarts, Byzantine
+//! members, registry changes (read by members at different moments) and
+//! energy meters (one per node, with the attested energy kept as ground
+//! truth in [`Outcome::attested`]). The idea of quinn's `Pair` for N nodes: an event queue
 //! ordered by (time, sequence) jumps virtual time to the next event.
 //!
 //! Same [`Setup`] and seed, same run, bit for bit.

@@ -25,6 +25,7 @@
 //! After each step the loop publishes a [`status::Status`] that
 //! `GET /v1/status` serves, and brings the node's counters to `/metrics`.
 
+pub mod anchoring;
 pub mod api;
 pub mod meters;
 pub mod metrics;
@@ -178,6 +179,9 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
             &config.network.name,
         )
     });
+    let mut anchoring =
+        anchoring::start(&config, &keys, settings.node.anchor_domain, &settings.members).await?;
+    let mut anchor_events = anchoring.as_mut().map(|a| std::mem::replace(&mut a.events, mpsc::channel(1).1));
     let (fetch_tx, mut fetch_rx) = mpsc::channel(FETCH_RESULTS);
     tracing::info!(
         gateway = %own,
@@ -203,6 +207,7 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
         synthetic,
         meters,
         next_reading: 0,
+        anchoring,
         metrics: node_metrics,
         status: status_tx,
         peers: 0,
@@ -237,6 +242,9 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
             _ = tokio::time::sleep_until(clock::instant_of(wake_at)) => {
                 gateway.node.handle_input(Input::Timeout { now_ms: clock::now_ms() });
             }
+            Some(event) = async { anchor_events.as_mut()?.recv().await }, if anchor_events.is_some() => {
+                gateway.on_anchor_event(event);
+            }
             _ = refresh.tick() => gateway.refresh_peers().await,
         }
     };
@@ -269,6 +277,8 @@ struct Gateway {
     meters: Option<meters::Meters>,
     /// Id of the last meter reading fed to the node.
     next_reading: u64,
+    /// The anchoring task, when the chain is configured.
+    anchoring: Option<anchoring::Anchoring>,
     metrics: metrics::NodeMetrics,
     status: watch::Sender<Status>,
     peers: usize,
@@ -308,7 +318,7 @@ impl Gateway {
                     tracing::debug!(epoch, beacon = %hex::encode(beacon_id.0), "beacon");
                 }
                 Output::SignAnchor { first, last, root, digest } => {
-                    self.sign_anchor(first, last, root, digest)
+                    self.sign_anchor(first, last, root, digest).await
                 }
                 Output::Event(Event::Finalized { epoch, round, summary }) => {
                     let counts = self
@@ -390,18 +400,98 @@ impl Gateway {
         responder.respond(envelopes);
     }
 
-    fn sign_anchor(&mut self, first: u64, last: u64, root: Hash32, digest: Hash32) {
-        match self.keys.anchor.sign_digest(&digest.0) {
-            Ok(_signature) => {
-                tracing::info!(first, last, root = %root, digest = %digest, "anchor digest signed");
-                self.last_anchor = Some(status::Anchor {
-                    first_epoch: first,
-                    last_epoch: last,
-                    root: root.to_string(),
-                    digest: digest.to_string(),
-                });
+    /// Signs the anchor digest of `first..=last`; with anchoring on, publishes
+    /// the signature on the global topic and offers it to the collector.
+    async fn sign_anchor(&mut self, first: u64, last: u64, root: Hash32, digest: Hash32) {
+        let range = meshd_chain::EpochRange { from: first, to: last };
+        let signature =
+            match meshd_chain::sign_anchor(&self.keys.anchor, &self.settings.node.anchor_domain, range, root)
+            {
+                Ok(signature) => signature,
+                Err(error) => {
+                    tracing::error!(%error, first, last, "cannot sign the anchor digest");
+                    return;
+                }
+            };
+        tracing::info!(first, last, root = %root, digest = %digest, "anchor digest signed");
+        self.last_anchor = Some(status::Anchor {
+            first_epoch: first,
+            last_epoch: last,
+            root: root.to_string(),
+            digest: digest.to_string(),
+            state: "signed".into(),
+        });
+        let Some(anchoring) = &self.anchoring else { return };
+        if anchoring.signatures.try_send(meshd_chain::ServiceInput::Signature(signature.clone())).is_err() {
+            tracing::warn!(first, last, "anchoring queue full; own signature dropped");
+        }
+        let message = Message::AnchorSignature(signature);
+        match Envelope::seal(&self.domain, &self.keys.identity, &message)
+            .and_then(|e| codec::encode_envelope(&e))
+        {
+            Ok(bytes) => self.publish(Topic::Global, bytes).await,
+            Err(error) => tracing::error!(%error, "cannot seal the anchor signature"),
+        }
+    }
+
+    /// A committee member's anchor signature from the global topic.
+    fn on_anchor_signature(&mut self, envelope: &Envelope) -> Verdict {
+        if meshd_protocol::signature::verify(&self.domain, envelope).is_err() {
+            return Verdict::Reject;
+        }
+        let Ok(Message::AnchorSignature(signature)) = envelope.open() else { return Verdict::Reject };
+        match &self.anchoring {
+            Some(anchoring) => {
+                // The collector checks the anchor signature itself; a full queue
+                // drops it (members re-publish on restart, and a quorum needs
+                // only 2f+1 of them).
+                let _ = anchoring.signatures.try_send(meshd_chain::ServiceInput::Signature(signature));
+                Verdict::Accept
             }
-            Err(error) => tracing::error!(%error, first, last, "cannot sign the anchor digest"),
+            None => Verdict::Ignore,
+        }
+    }
+
+    fn on_anchor_event(&mut self, event: meshd_chain::ServiceEvent) {
+        let (range, state) = match event {
+            meshd_chain::ServiceEvent::QuorumReached { range, root } => {
+                tracing::info!(%range, %root, "anchor quorum reached");
+                (range, "quorum reached".to_owned())
+            }
+            meshd_chain::ServiceEvent::Anchored { range, root, outcome } => {
+                tracing::info!(%range, %root, block = outcome.block(), "anchored");
+                // Where `meshd prove` finds the range an epoch was anchored in.
+                let tx_hash = match &outcome {
+                    meshd_chain::AnchorOutcome::Anchored { tx_hash, .. } => Some(Hash32(tx_hash.0)),
+                    _ => None,
+                };
+                let record = meshd_storage::AnchorRecord {
+                    start_epoch: range.from,
+                    end_epoch: range.to.saturating_add(1),
+                    root,
+                    tx_hash,
+                    block_number: Some(outcome.block()),
+                };
+                if let Err(error) = meshd_storage::StoreExt::put_anchor(&self.store, &record) {
+                    tracing::warn!(%error, %range, "cannot store the anchor record");
+                }
+                (range, format!("anchored in block {}", outcome.block()))
+            }
+            meshd_chain::ServiceEvent::SubmitFailed { range, error } => {
+                tracing::warn!(%range, %error, "anchor submission failed");
+                (range, format!("submission failed: {error}"))
+            }
+            meshd_chain::ServiceEvent::Refused(refused) => {
+                tracing::debug!(%refused, "anchor signature refused");
+                return;
+            }
+            _ => return,
+        };
+        if let Some(anchor) = &mut self.last_anchor
+            && anchor.first_epoch == range.from
+            && anchor.last_epoch == range.to
+        {
+            anchor.state = state;
         }
     }
 
@@ -420,6 +510,13 @@ impl Gateway {
 
     async fn on_gossip_event(&mut self, event: GossipEvent) {
         match event {
+            GossipEvent::MessageReceived { id, envelope, .. }
+                if envelope.kind == meshd_protocol::message::Kind::AnchorSignature =>
+            {
+                let verdict = self.on_anchor_signature(&envelope);
+                let report = self.client.report_validation(id, verdict);
+                let _ = tokio::time::timeout(GOSSIP_COMMAND_TIMEOUT, report).await;
+            }
             GossipEvent::MessageReceived { id, source, envelope, .. } => {
                 let now_ms = clock::now_ms();
                 let verdict = match (gateway_of(&source), codec::encode_envelope(&envelope)) {

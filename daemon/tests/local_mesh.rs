@@ -22,6 +22,11 @@ const EPOCH_S: u64 = 10;
 const GRACE_S: u64 = 2;
 /// Gateways in the mesh: the smallest committee that tolerates one fault.
 const GATEWAYS: usize = 4;
+/// Anchor every two epochs: the first anchor comes a few epochs in.
+const ANCHOR_EVERY: u64 = 2;
+/// About 2 km apart in Berlin: one region, within the synthetic radio's range.
+const LOCATIONS: [(f64, f64); GATEWAYS] =
+    [(52.5200, 13.4050), (52.5380, 13.4050), (52.5200, 13.4350), (52.5380, 13.4350)];
 
 struct Gateway {
     dir: PathBuf,
@@ -131,15 +136,14 @@ fn wait_until(what: &str, timeout: Duration, gateways: &[Gateway], mut done: imp
     panic!("timed out waiting until {what}\n{}", logs.join("\n"));
 }
 
-#[test]
-fn four_gateways_finalize_the_same_summaries_and_a_killed_one_catches_up() {
-    let root = tempfile::tempdir().expect("tempdir");
+/// Four gateways' directories, keys and configurations (not started yet):
+/// a committee on loopback with the synthetic source.
+fn mesh(root: &Path) -> (Vec<Gateway>, Vec<PathBuf>) {
     let genesis = now_s() + 2;
-    let locations = [(52.5200, 13.4050), (52.5380, 13.4050), (52.5200, 13.4350), (52.5380, 13.4350)];
     let mut ids = Vec::new();
     let mut dirs = Vec::new();
     for n in 0..GATEWAYS {
-        let dir = root.path().join(format!("g{n}"));
+        let dir = root.join(format!("g{n}"));
         fs::create_dir_all(dir.join("keys")).expect("dir");
         ids.push(generate_key(&dir.join("keys")));
         dirs.push(dir);
@@ -154,21 +158,29 @@ fn four_gateways_finalize_the_same_summaries_and_a_killed_one_catches_up() {
             if n == 0 { String::new() } else { format!("\"/ip4/127.0.0.1/tcp/{}/p2p/{}\"", p2p[0], ids[0]) };
         let config = format!(
             "[network]\nname = \"meshd-e2e\"\ngenesis_unix_s = {genesis}\nepoch_length_s = {EPOCH_S}\n\
-             grace_period_s = {GRACE_S}\n\n[identity]\nkey_file = {key:?}\n\n[storage]\npath = {data:?}\n\n\
+             grace_period_s = {GRACE_S}\nanchor_every_epochs = {ANCHOR_EVERY}\n\n[identity]\nkey_file = {key:?}\n\n\
+             [storage]\npath = {data:?}\n\n\
              [p2p]\nlisten = [\"/ip4/127.0.0.1/tcp/{port}\"]\nbootstrap = [{bootstrap}]\nmdns = false\n\n\
              [api]\nlisten = \"{api}\"\n\n[gateway]\nlat_deg = {lat}\nlon_deg = {lon}\n\n\
              [registry]\nmembers = [{members}]\n\n[synthetic]\nenabled = true\n",
             key = dir.join("keys/gateway.key"),
             data = dir.join("data"),
             port = p2p[n],
-            lat = locations[n].0,
-            lon = locations[n].1,
+            lat = LOCATIONS[n].0,
+            lon = LOCATIONS[n].1,
             members = members.join(", "),
         );
         let path = dir.join("meshd.toml");
         fs::write(&path, config).expect("config");
         gateways.push(Gateway { dir: dir.clone(), config: path, api, child: None });
     }
+    (gateways, dirs)
+}
+
+#[test]
+fn four_gateways_finalize_the_same_summaries_and_a_killed_one_catches_up() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (mut gateways, dirs) = mesh(root.path());
     for gateway in &mut gateways {
         gateway.start();
     }
@@ -212,7 +224,7 @@ fn four_gateways_finalize_the_same_summaries_and_a_killed_one_catches_up() {
     }
 
     // Every store holds the same finalized summary for every epoch.
-    let region = Region::of(Location::from_lat_lng(locations[0].0, locations[0].1).expect("location"), 4)
+    let region = Region::of(Location::from_lat_lng(LOCATIONS[0].0, LOCATIONS[0].1).expect("location"), 4)
         .expect("region");
     let stores: Vec<SledStore> =
         dirs.iter().map(|d| SledStore::open(d.join("data"), Options::default()).expect("store")).collect();
@@ -229,5 +241,97 @@ fn four_gateways_finalize_the_same_summaries_and_a_killed_one_catches_up() {
             })
             .collect();
         assert!(hashes.windows(2).all(|w| w[0] == w[1]), "epoch {epoch}: {hashes:?}");
+    }
+}
+
+#[path = "../../chain/tests/common/mod.rs"]
+mod chain;
+
+/// The `key = value` line of `meshd chain deploy`'s output.
+fn deployed(stdout: &str, key: &str) -> String {
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(key))
+        .unwrap_or_else(|| panic!("{key} in {stdout}"));
+    line.split_once('=').map_or(line, |(_, v)| v).trim().trim_matches('"').to_owned()
+}
+
+#[test]
+fn the_mesh_anchors_its_summaries_on_a_real_chain() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    // Blocks every second, so that anchors gather their confirmations.
+    let anvil = runtime.block_on(chain::Anvil::start_on(free_port(), &["--block-time", "1"]));
+    let url = anvil.url.to_string();
+    let root = tempfile::tempdir().expect("tempdir");
+    let (mut gateways, dirs) = mesh(root.path());
+
+    // Deploy with the four gateways as registered members and first committee.
+    let mut deploy = Command::new(env!("CARGO_BIN_EXE_meshd"));
+    deploy.args([
+        "chain",
+        "deploy",
+        "--rpc-url",
+        &url,
+        "--private-key",
+        chain::DEPLOYER_KEY,
+        "--epoch-seconds",
+    ]);
+    deploy.arg(EPOCH_S.to_string());
+    for dir in &dirs {
+        deploy.arg("--member").arg(dir.join("keys/gateway.key"));
+    }
+    let out = deploy.output().expect("meshd chain deploy");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "deploy: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let anchor = deployed(&stdout, "anchor_contract");
+    let registry = deployed(&stdout, "registry_contract");
+    let section = format!(
+        "\n[chain]\nrpc_url = {url:?}\nchain_id = 31337\nanchor_contract = {anchor:?}\nregistry_contract = {registry:?}\n"
+    );
+    // Each gateway gets the chain section, and funds on its anchor account:
+    // it pays for the anchors it submits.
+    for gateway in &gateways {
+        let text = fs::read_to_string(&gateway.config).expect("config");
+        fs::write(&gateway.config, format!("{text}{section}")).expect("config");
+        let key = fs::read_to_string(gateway.dir.join("keys/gateway.key")).expect("key");
+        let address =
+            meshd_protocol::keys::KeyFile::parse(&key).expect("key file").anchor.address().to_string();
+        runtime.block_on(async {
+            use alloy::providers::Provider as _;
+            let _: serde_json::Value = anvil
+                .provider()
+                .raw_request("anvil_setBalance".into(), (address, "0x56BC75E2D63100000"))
+                .await
+                .expect("anvil_setBalance");
+        });
+    }
+    for gateway in &mut gateways {
+        gateway.start();
+    }
+
+    // Epochs 0 and 1 form the first range; it is anchored a little after
+    // epoch 1 is final, by the range's designated member (the others would
+    // check the chain a fallback delay later and find it there).
+    let epoch = Duration::from_secs(EPOCH_S);
+    wait_until("a gateway anchored the first range", epoch * 5 + Duration::from_secs(30), &gateways, || {
+        gateways.iter().any(|g| {
+            g.status().and_then(|s| s.last_anchor).is_some_and(|a| {
+                a.first_epoch == 0 && a.last_epoch == 1 && a.state.starts_with("anchored in block")
+            })
+        })
+    });
+    let anchor_status = gateways
+        .iter()
+        .filter_map(|g| g.status().and_then(|s| s.last_anchor))
+        .find(|a| a.state.starts_with("anchored"))
+        .expect("anchor");
+    let anchored = runtime.block_on(chain::root_of(
+        &anvil.url,
+        anchor.parse().expect("address"),
+        meshd_chain::EpochRange { from: 0, to: 1 },
+    ));
+    assert_eq!(format!("{anchored}"), anchor_status.root, "the chain holds the root the committee signed");
+    for gateway in &mut gateways {
+        gateway.stop();
     }
 }

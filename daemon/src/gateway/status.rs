@@ -77,6 +77,8 @@ pub struct Anchor {
     pub root: String,
     /// The EIP-712 digest signed, 0x-hex.
     pub digest: String,
+    /// "signed", "quorum reached", "anchored in block N" or "submission failed: …".
+    pub state: String,
 }
 
 impl Status {
@@ -115,7 +117,7 @@ impl Status {
         match &self.last_anchor {
             Some(a) => line(
                 "last anchor",
-                format!("epochs {}..={}, root {}, digest {}", a.first_epoch, a.last_epoch, a.root, a.digest),
+                format!("epochs {}..={}, root {}: {}", a.first_epoch, a.last_epoch, a.root, a.state),
             ),
             None => line("last anchor", "none yet".into()),
         }

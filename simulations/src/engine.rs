@@ -103,11 +103,11 @@ pub struct ShardResult {
     pub units: Vec<u64>,
     /// Units the Sybil members would have earned without their forged reports.
     pub honest_units: Vec<u64>,
-    /// Units earned by forged witness reports (forgers' and Sybils').
+    /// Units earned by the forgers' witness reports.
     pub forged_units: u64,
     /// Forged witness reports published.
     pub forged_published: u64,
-    /// Forged witness reports counted in a decided summary.
+    /// Forgers' witness reports counted in a decided summary.
     pub forged_counted: u64,
     /// Decided summaries whose reward root the simulator recomputed identically.
     pub rewards_root_matches: u64,
@@ -1056,7 +1056,13 @@ impl<'w> Shard<'w> {
                 let mut all: Vec<GatewayId> = ws.iter().map(|(g, _)| *g).collect();
                 all.sort();
                 tally.add_beacon(&params, beaconer, &all);
-                let forged = ws.iter().filter(|(_, f)| *f).count() as u64;
+                // The forgers' reports (the Sybils' are judged by their ring's total).
+                let forged = ws
+                    .iter()
+                    .filter(|(g, f)| {
+                        *f && index.get(g).is_some_and(|k| self.slots[*k].role == Role::ForgedWitness)
+                    })
+                    .count() as u64;
                 if forged > 0 {
                     let per = params.poc_units(all.len() as u32).per_witness;
                     self.result.forged_counted += forged;

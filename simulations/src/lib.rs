@@ -38,8 +38,8 @@ use meshd_protocol::{Hash32, keccak256};
 
 use crate::engine::{GENESIS_MS, Progress, ShardResult};
 use crate::report::{
-    Anchors, Bandwidth, Check, EpochFinality, FaultStats, Gossip, Memory, MeterStats, RadioStats, Report,
-    Rewards, RoleRewards,
+    Anchors, Bandwidth, Check, EpochFinality, FaultStats, Gossip, Memory, MeterStats, RadioStats,
+    RegionDetail, Report, Rewards, RoleRewards,
 };
 use crate::scenario::Scenario;
 use crate::stats::{Histogram, percentiles, spread};
@@ -105,6 +105,15 @@ fn assemble(s: &Scenario, world: &World, shards: &[ShardResult]) -> Report {
             regions_finalized: finalized,
             regions: shards.len(),
             latency: percentiles(&mut latencies),
+        });
+    }
+    for sh in shards {
+        report.region_detail.push(RegionDetail {
+            region: format!("{:x}", sh.region.0),
+            gateways: sh.members.len(),
+            adversaries: sh.members.iter().filter(|g| world.gateways[**g].role != Role::Honest).count(),
+            finalized: sh.decided.len(),
+            ground_truth_matches: sh.truth_matches,
         });
     }
     let mut latency = Histogram::default();

@@ -34,6 +34,8 @@ pub struct Report {
     pub determinism_digest: String,
     /// Per epoch finality.
     pub finality: Vec<EpochFinality>,
+    /// Per region: size and what it finalized.
+    pub region_detail: Vec<RegionDetail>,
     /// Gossip delivery and latency.
     pub gossip: Gossip,
     /// Bytes per node per epoch.
@@ -69,6 +71,21 @@ pub struct EpochFinality {
     pub regions: usize,
     /// Time from the epoch's decision moment (end plus grace) to finality, per honest node.
     pub latency: Percentiles,
+}
+
+/// One committee region.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RegionDetail {
+    /// The H3 cell, hex.
+    pub region: String,
+    /// Gateways.
+    pub gateways: usize,
+    /// Of which misbehaving.
+    pub adversaries: usize,
+    /// Epochs its honest majority finalized.
+    pub finalized: usize,
+    /// Epochs whose decided summary equals the recomputed ground truth.
+    pub ground_truth_matches: u64,
 }
 
 /// Gossip delivery.
@@ -111,9 +128,9 @@ pub struct Rewards {
     pub by_role: BTreeMap<String, RoleRewards>,
     /// Forged witness reports published (forgers and Sybils).
     pub forged_published: u64,
-    /// Forged witness reports counted in decided summaries.
+    /// Forgers' witness reports counted in decided summaries (Sybils' intra-ring reports are not included).
     pub forged_counted: u64,
-    /// Units earned by forged witness reports.
+    /// Units earned by the forgers' witness reports.
     pub forged_units: u64,
     /// Sybil rings' units.
     pub sybil_units: u64,

@@ -33,6 +33,7 @@ use meshd_protocol::reward::{RewardParams, RewardTally};
 use meshd_protocol::rules::witness;
 use meshd_protocol::{GatewayId, Hash32, codec, keccak256};
 
+use crate::meter::MeterModel;
 use crate::scenario::Scenario;
 use crate::stats::Histogram;
 use crate::world::{Role, World, derived, unit};
@@ -52,6 +53,9 @@ pub const DEADLINE_EPOCHS: u64 = 2;
 /// spinning: a broadcast in a region of a few hundred nodes and its answers
 /// are tens of thousands; millions are a loop.
 pub const MAX_EVENTS_AT_ONE_MOMENT: u64 = 5_000_000;
+/// Delay from a meter interval's end to its reading reaching the gateway, ms:
+/// a meter polled over Modbus or MQTT answers within a second.
+pub const METER_DELAY_MS: u64 = 1_000;
 /// Bytes of digest input buffered before they are folded into the hash.
 const DIGEST_CHUNK: usize = 1 << 16;
 
@@ -131,6 +135,14 @@ pub struct ShardResult {
     pub refused: BTreeMap<&'static str, u64>,
     /// Node counters summed: equivocations seen.
     pub equivocations_seen: u64,
+    /// Meter readings handed to a live node.
+    pub meter_readings_fed: u64,
+    /// Readings the node attested.
+    pub meter_attested: u64,
+    /// Readings the node refused, by reason code.
+    pub meter_refused: BTreeMap<&'static str, u64>,
+    /// Per epoch: energy in the decided summary, Wh.
+    pub energy_decided_wh: BTreeMap<u64, u64>,
     /// Crashes and churn departures.
     pub crashes: u64,
     /// Restarts.
@@ -170,6 +182,10 @@ impl Default for ShardResult {
             heard_elsewhere: 0,
             refused: BTreeMap::new(),
             equivocations_seen: 0,
+            meter_readings_fed: 0,
+            meter_attested: 0,
+            meter_refused: BTreeMap::new(),
+            energy_decided_wh: BTreeMap::new(),
             crashes: 0,
             restarts: 0,
         }
@@ -197,6 +213,7 @@ enum Ev {
     Heard { to: u32, heard: Heard },
     Forge { node: u32, report: Box<WitnessReport> },
     Spam { node: u32, epoch: u64, k: u32 },
+    MeterTick,
     Crash(u32),
     Restart(u32),
 }
@@ -214,6 +231,7 @@ impl Ev {
             Ev::Spam { node, .. } => (7, *node),
             Ev::Crash(n) => (8, *n),
             Ev::Restart(n) => (9, *n),
+            Ev::MeterTick => (10, 0),
         }
     }
 }
@@ -267,6 +285,8 @@ struct Shard<'w> {
     result: ShardResult,
     honest_finalized: usize,
     honest_target: usize,
+    meters: MeterModel,
+    meter_ids: u64,
     deadline: u64,
     last_progress: u64,
 }
@@ -297,6 +317,7 @@ pub fn node_config(
         },
         anchor_every: s.anchor_every,
         anchor_domain: AnchorDomain { chain_id: 31337, verifying_contract: EvmAddress([0xAA; 20]) },
+        meter: meshd_protocol::rules::meter::Params::default(),
         stall_rounds: 4,
     }
 }
@@ -391,6 +412,8 @@ impl<'w> Shard<'w> {
             .collect();
         let deadline = clock.decides_at_ms(s.epochs - 1 + DEADLINE_EPOCHS).unwrap_or(u64::MAX);
         let honest = slots.iter().filter(|sl| sl.role == Role::Honest).count();
+        let mut meters = MeterModel::new(s);
+        meters.retain_gateways(|g| local.contains_key(&g));
         let mut shard = Shard {
             scenario: s,
             world,
@@ -421,6 +444,8 @@ impl<'w> Shard<'w> {
             },
             honest_finalized: 0,
             honest_target: honest * s.epochs as usize,
+            meters,
+            meter_ids: 0,
             deadline,
             last_progress: GENESIS_MS,
         };
@@ -453,6 +478,16 @@ impl<'w> Shard<'w> {
                         self.schedule(at + down, Ev::Restart(i));
                     }
                 }
+            }
+        }
+        if !self.meters.is_empty() {
+            let interval = s.meters.interval_s * 1000;
+            let end = self.clock.start_ms(s.epochs).unwrap_or(GENESIS_MS);
+            let mut t = GENESIS_MS + interval;
+            while t <= end {
+                // The reading reaches the gateway a moment after the interval closes.
+                self.schedule(t + METER_DELAY_MS, Ev::MeterTick);
+                t += interval;
             }
         }
         if s.adversaries.spammers > 0 && s.adversaries.spam_per_epoch > 0 {
@@ -654,6 +689,24 @@ impl<'w> Shard<'w> {
                     self.spam(node, epoch, k);
                 }
             }
+            Ev::MeterTick => {
+                let capacity_w = self.scenario.meters.capacity_w;
+                for reading in self.meters.readings(self.now - METER_DELAY_MS) {
+                    let Some(&to) = self.local.get(&reading.gateway) else { continue };
+                    if !self.alive(to) {
+                        continue;
+                    }
+                    self.meter_ids += 1;
+                    self.result.meter_readings_fed += 1;
+                    let input = Input::MeterReading {
+                        now_ms: self.now,
+                        id: self.meter_ids,
+                        reading: reading.envelope,
+                        capacity_w,
+                    };
+                    self.drive(to, input);
+                }
+            }
             Ev::Crash(i) => {
                 if self.alive(i) {
                     self.result.crashes += 1;
@@ -853,6 +906,10 @@ impl<'w> Shard<'w> {
                     self.result.finality_ms.entry(epoch).or_default().push(self.now.saturating_sub(decides));
                 }
             }
+            Output::MeterVerdict { result, .. } => match result {
+                Ok(_) => self.result.meter_attested += 1,
+                Err(reason) => *self.result.meter_refused.entry(reason.as_str()).or_default() += 1,
+            },
             Output::Event(_) | Output::Timeout(_) => {}
         }
     }
@@ -969,12 +1026,15 @@ impl<'w> Shard<'w> {
             witness: witness::Params::default(),
             rewards: RewardParams::default(),
             limits: Limits::default(),
+            clock: self.clock,
+            meter: meshd_protocol::rules::meter::Params::default(),
         }
     }
 
     /// The decided values, rewards, ground truth and anchors.
     fn finish(mut self) -> ShardResult {
         self.fold_digest();
+        self.result.digest = self.digest;
         let n = self.slots.len();
         let s = self.scenario;
         // Safety: honest nodes never finalize different summaries.
@@ -1000,6 +1060,9 @@ impl<'w> Shard<'w> {
                 Some((summary, ids)) => (Some(summary.clone()), ids.clone()),
                 None => (None, Vec::new()),
             };
+            if let Some(sm) = &summary {
+                self.result.energy_decided_wh.insert(*e, sm.energy_wh);
+            }
             self.result.decided.insert(*e, Decided { hash: *hash, summary, report_ids });
         }
         self.result.honest_nodes =

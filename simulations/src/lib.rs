@@ -160,7 +160,7 @@ fn assemble(s: &Scenario, world: &World, shards: &[ShardResult]) -> Report {
         mean_links: world.mean_hearers(),
         noise_floor_dbm: world.noise_floor_dbm,
     };
-    report.meters = meters(s);
+    report.meters = meters(s, shards);
     report.faults = FaultStats {
         crashes: shards.iter().map(|sh| sh.crashes).sum(),
         restarts: shards.iter().map(|sh| sh.restarts).sum(),
@@ -215,12 +215,26 @@ fn anchors(report: &mut Report, shards: &[ShardResult]) {
     report.anchors = a;
 }
 
-fn meters(s: &Scenario) -> MeterStats {
+fn meters(s: &Scenario, shards: &[ShardResult]) -> MeterStats {
     let mut model = meter::MeterModel::new(s);
-    let mut stats = MeterStats { count: model.len(), fed_to_nodes: false, ..MeterStats::default() };
+    let mut stats = MeterStats { count: model.len(), ..MeterStats::default() };
     if model.is_empty() {
         return stats;
     }
+    let mut decided = vec![0u64; s.epochs as usize];
+    for sh in shards {
+        stats.fed += sh.meter_readings_fed;
+        stats.attested += sh.meter_attested;
+        for (reason, count) in &sh.meter_refused {
+            *stats.refused.entry((*reason).to_string()).or_default() += count;
+        }
+        for (e, wh) in &sh.energy_decided_wh {
+            if let Some(d) = decided.get_mut(*e as usize) {
+                *d += wh;
+            }
+        }
+    }
+    stats.energy_decided_wh_per_epoch = decided;
     let interval_ms = s.meters.interval_s * 1000;
     let mut per_epoch = vec![0u64; s.epochs as usize];
     let end = GENESIS_MS + s.epochs * s.epoch_ms;

@@ -1,11 +1,10 @@
 //! Energy meters: solar production following a daylight curve, with cloud
 //! noise and outages, read every interval and signed by the meter's key.
 //!
-//! The node does not take meter readings yet (its pool refuses meter
-//! attestations as `unsupported`), so the engine does not feed them; the
-//! model produces the readings and the ground truth energy per epoch, which
-//! the report carries. [`MeterModel::readings`] yields exactly what a
-//! gateway's ingest would hand the node.
+//! The engine hands each reading to its gateway's node
+//! (`Input::MeterReading`) a second after the interval closes; the report
+//! compares the energy the committees decided with the ground truth the
+//! model produced.
 
 use meshd_node::sim::Rng;
 use meshd_protocol::envelope::{Domain, Envelope};
@@ -91,6 +90,11 @@ impl MeterModel {
             hours_per_ms: m.hours_per_epoch / s.epoch_ms as f64,
             domain: Domain::new(NETWORK),
         }
+    }
+
+    /// Keeps the meters attached to gateways `keep` accepts (a region's).
+    pub fn retain_gateways(&mut self, keep: impl Fn(usize) -> bool) {
+        self.meters.retain(|m| keep(m.gateway));
     }
 
     /// Number of meters.

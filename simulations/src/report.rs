@@ -194,8 +194,14 @@ pub struct MeterStats {
     pub outages: u64,
     /// Ground-truth energy per epoch, Wh.
     pub energy_wh_per_epoch: Vec<u64>,
-    /// Whether the nodes took the readings (not until the node has a meter input).
-    pub fed_to_nodes: bool,
+    /// Readings handed to a live gateway's node.
+    pub fed: u64,
+    /// Readings the nodes attested.
+    pub attested: u64,
+    /// Readings the nodes refused, by reason code.
+    pub refused: BTreeMap<String, u64>,
+    /// Energy in the decided summaries per epoch, Wh, summed over regions.
+    pub energy_decided_wh_per_epoch: Vec<u64>,
 }
 
 /// Faults.
@@ -298,6 +304,22 @@ impl Report {
             "radio: {} beacons, {} receptions in region, {} in other regions, {:.1} links per gateway",
             self.radio.beacons, self.radio.heard, self.radio.heard_elsewhere, self.radio.mean_links
         );
+        let m = &self.meters;
+        if m.count > 0 {
+            let _ = writeln!(
+                t,
+                "meters: {} readings, {} fed, {} attested, {} outages; energy per epoch truth {:?} Wh, decided {:?} Wh",
+                m.readings,
+                m.fed,
+                m.attested,
+                m.outages,
+                m.energy_wh_per_epoch,
+                m.energy_decided_wh_per_epoch
+            );
+            if !m.refused.is_empty() {
+                let _ = writeln!(t, "meter readings refused: {:?}", m.refused);
+            }
+        }
         let _ = writeln!(
             t,
             "faults: {} down, {} restarts; forks: {}",

@@ -44,3 +44,13 @@ fn the_smoke_run_finalizes_without_fork_and_forgers_earn_nothing() {
         assert!(json.get(key).is_some(), "report lacks {key}");
     }
 }
+
+#[test]
+fn meter_energy_decided_equals_the_meters_ground_truth() {
+    let s = smoke();
+    let report = simulate(&s, 2, &Progress::default()).expect("run");
+    let m = &report.meters;
+    assert!(m.attested > 0, "seed {}: no reading attested: {m:?}", s.seed);
+    // Every region with meters finalized every epoch in the smoke scenario.
+    assert_eq!(m.energy_decided_wh_per_epoch, m.energy_wh_per_epoch, "seed {}", s.seed);
+}

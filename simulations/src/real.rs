@@ -1,0 +1,240 @@
+//! Real-stack mode: every gateway runs the real gossip layer
+//! ([`meshd_gossip`], rust-libp2p gossipsub) in this process over libp2p's
+//! memory transport, in wall-clock time. Each node verifies every message's
+//! envelope signature before accepting it (strict validation, as the node
+//! does). Messages are published round-robin on the global topic; the run
+//! measures delivery, latency percentiles and memory per node.
+//!
+//! This mode reads the wall clock (tokio's `Instant`): measuring real
+//! latency is its purpose.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meshd_gossip::config::{KademliaMode, Transport};
+use meshd_gossip::{Client, Config, Event, Multiaddr, PeerId, Topic, Verdict};
+use meshd_protocol::envelope::Domain;
+use meshd_protocol::geo::Location;
+use meshd_protocol::keys::Keypair;
+use meshd_protocol::message::{BeaconId, DataRate, Message, WitnessReport};
+use meshd_protocol::{Envelope, Hash32, codec, keccak256, signature};
+use prometheus_client::registry::Registry;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{GENESIS_MS, NETWORK};
+use crate::report::{Gossip, Memory, Report};
+use crate::scenario::Scenario;
+use crate::stats::Histogram;
+use crate::world::derived;
+
+/// Earlier nodes each new node dials: a few, so the overlay is a random
+/// graph rather than a star around one bootstrap node.
+const BOOTSTRAP_PEERS: usize = 3;
+
+type Arrivals = Arc<Mutex<HashMap<Hash32, Vec<Instant>>>>;
+
+struct RealNode {
+    client: Client,
+    key: Keypair,
+    address: Multiaddr,
+    shutdown: CancellationToken,
+}
+
+/// Why real-stack mode could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RealError {
+    /// The tokio runtime could not start.
+    #[error("tokio runtime: {0}")]
+    Runtime(std::io::Error),
+    /// A gossip node could not start.
+    #[error("gossip node {node}: {reason}")]
+    Node {
+        /// Its index.
+        node: usize,
+        /// Why.
+        reason: String,
+    },
+    /// The overlay did not form in time.
+    #[error("the overlay did not form within {0} s (real_stack.form_timeout_s)")]
+    NotFormed(u64),
+}
+
+fn config(bootstrap: Vec<Multiaddr>) -> Config {
+    Config {
+        transport: Transport::Memory { plaintext: true },
+        listen: "/memory/0".parse().into_iter().collect(),
+        bootstrap,
+        kademlia_mode: KademliaMode::Server,
+        autonat_server: false,
+        relay_client: false,
+        maintenance_interval: Duration::from_secs(5),
+        ..Config::local(NETWORK)
+    }
+}
+
+async fn start(i: usize, seed: u64, config: Config, arrivals: Arrivals) -> Result<RealNode, RealError> {
+    let secret = keccak256([&seed.to_le_bytes()[..], &(i as u64).to_le_bytes()[..], b"sim-key"].concat()).0;
+    let key = Keypair::from_secret(secret);
+    let mut registry = Registry::default();
+    let (client, mut events, event_loop) = meshd_gossip::new(&key, config, &mut registry)
+        .map_err(|e| RealError::Node { node: i, reason: e.to_string() })?;
+    let peer_id: PeerId = event_loop.local_peer_id();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(event_loop.run(shutdown.clone()));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Multiaddr>(1);
+    let reporter = client.clone();
+    let domain = Domain::new(NETWORK);
+    tokio::spawn(async move {
+        let _registry = registry;
+        let mut tx = Some(tx);
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::MessageReceived { id, envelope, .. } => {
+                    let verdict = if signature::verify(&domain, &envelope).is_ok() {
+                        if let Ok(mut a) = arrivals.lock() {
+                            a.entry(id).or_default().push(Instant::now());
+                        }
+                        Verdict::Accept
+                    } else {
+                        Verdict::Reject
+                    };
+                    let _ = reporter.report_validation(id, verdict).await;
+                }
+                Event::ListenAddressAdded { address } => {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(address).await;
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    let address = rx.recv().await.ok_or(RealError::Node { node: i, reason: "never listened".into() })?;
+    let address: Multiaddr = format!("{address}/p2p/{peer_id}")
+        .parse()
+        .map_err(|e| RealError::Node { node: i, reason: format!("address: {e}") })?;
+    Ok(RealNode { client, key, address, shutdown })
+}
+
+fn message(key: &Keypair, n: u64) -> Option<(Hash32, Vec<u8>)> {
+    let report = Message::WitnessReport(WitnessReport {
+        region: meshd_protocol::geo::Region(0x0852_8308_3fff_ffff),
+        epoch: n,
+        beacon_id: BeaconId([1; 16]),
+        location: Location(0x08c2_8308_3000_0fff),
+        antenna_gain_ddbi: 30,
+        rssi_ddbm: -1000,
+        snr_ddb: 50,
+        frequency_hz: 868_100_000,
+        datarate: DataRate { spreading_factor: 7, bandwidth_khz: 125 },
+        received_at_ms: GENESIS_MS + n,
+        tmst_us: 0,
+    });
+    let envelope = Envelope::seal(&Domain::new(NETWORK), key, &report).ok()?;
+    Some((envelope.id().ok()?, codec::encode_envelope(&envelope).ok()?))
+}
+
+/// Runs the scenario's gateways on the real gossip stack.
+pub fn run(s: &Scenario, threads: usize, on_progress: &(dyn Fn(&str) + Sync)) -> Result<Report, RealError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(RealError::Runtime)?;
+    runtime.block_on(run_async(s, on_progress))
+}
+
+async fn run_async(s: &Scenario, on_progress: &(dyn Fn(&str) + Sync)) -> Result<Report, RealError> {
+    let n = s.placement.gateways;
+    let r = &s.real_stack;
+    let arrivals: Arrivals = Arc::default();
+    let mut rng = derived(s.seed, b"real-stack", 0);
+    let mut nodes: Vec<RealNode> = Vec::with_capacity(n);
+    let started = Instant::now();
+    for i in 0..n {
+        let mut bootstrap = Vec::new();
+        for _ in 0..BOOTSTRAP_PEERS.min(i) {
+            let j = (rng.next_u64() % i as u64) as usize;
+            bootstrap.push(nodes[j].address.clone());
+        }
+        let node = start(i, s.seed, config(bootstrap), arrivals.clone()).await?;
+        node.client
+            .subscribe(Topic::Global)
+            .await
+            .map_err(|e| RealError::Node { node: i, reason: e.to_string() })?;
+        nodes.push(node);
+        if i % 100 == 99 {
+            on_progress(&format!("{} of {n} nodes started", i + 1));
+        }
+    }
+    // Formed: every node has a mesh peer.
+    let deadline = started + Duration::from_secs(r.form_timeout_s);
+    loop {
+        let mut meshed = 0;
+        for node in &nodes {
+            if node.client.snapshot().await.is_ok_and(|sn| !sn.mesh_peers.is_empty()) {
+                meshed += 1;
+            }
+        }
+        on_progress(&format!("{meshed} of {n} nodes meshed"));
+        if meshed == n {
+            break;
+        }
+        if Instant::now() > deadline {
+            for node in &nodes {
+                node.shutdown.cancel();
+            }
+            return Err(RealError::NotFormed(r.form_timeout_s));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let formed_s = started.elapsed().as_secs_f64();
+    let mut published = Vec::with_capacity(r.messages);
+    for k in 0..r.messages {
+        let node = &nodes[k * 7919 % n];
+        let Some((id, bytes)) = message(&node.key, k as u64) else { continue };
+        let at = Instant::now();
+        if node.client.publish(Topic::Global, bytes).await.is_ok() {
+            published.push((id, at));
+        }
+        tokio::time::sleep(Duration::from_millis(r.publish_interval_ms)).await;
+        if k % 10 == 9 {
+            on_progress(&format!("{} of {} messages published", k + 1, r.messages));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(r.drain_s)).await;
+    let wall_s = started.elapsed().as_secs_f64();
+    let mut latency = Histogram::default();
+    let (mut intended, mut delivered) = (0u64, 0u64);
+    if let Ok(arrivals) = arrivals.lock() {
+        for (id, at) in &published {
+            intended += n as u64 - 1;
+            for t in arrivals.get(id).into_iter().flatten() {
+                delivered += 1;
+                latency.record(t.duration_since(*at).as_millis() as u64);
+            }
+        }
+    }
+    for node in &nodes {
+        node.shutdown.cancel();
+    }
+    let peak = crate::report::peak_rss_bytes();
+    Ok(Report {
+        scenario: s.name.clone(),
+        mode: format!("real-stack (overlay formed in {formed_s:.1} s)"),
+        seed: s.seed,
+        gateways: n,
+        wall_s,
+        gossip: Gossip {
+            intended,
+            delivered,
+            delivery_ratio: if intended == 0 { 1.0 } else { delivered as f64 / intended as f64 },
+            latency: latency.summary(),
+        },
+        memory: Memory { peak_rss_bytes: peak, per_node_bytes: peak / n.max(1) as u64 },
+        ..Report::default()
+    })
+}

@@ -75,7 +75,14 @@ pub fn peer_score_params(ip_colocation_threshold: f64) -> PeerScoreParams {
         app_specific_weight: 0.0,
         ip_colocation_factor_weight: -10.0,
         ip_colocation_factor_threshold: ip_colocation_threshold.max(1.0),
-        ip_colocation_factor_whitelist: HashSet::new(),
+        // Peers on the loopback interface run on this very machine (a test
+        // mesh, a local demo): the colocation penalty guards against Sybils
+        // on one remote host, and would graylist a local mesh of more than
+        // `ip_colocation_threshold` gateways. No remote peer has these addresses.
+        ip_colocation_factor_whitelist: HashSet::from([
+            std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+            std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ]),
         behaviour_penalty_weight: -10.0,
         behaviour_penalty_threshold: 6.0,
         behaviour_penalty_decay: score_parameter_decay(Duration::from_secs(600)),

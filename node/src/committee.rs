@@ -1,6 +1,6 @@
 //! Who decides a region's epochs, when a gateway beacons, and what an anchor signs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use meshd_protocol::codec::MAX_COMMITTEE;
 use meshd_protocol::geo::{Location, Region};
@@ -62,23 +62,44 @@ impl Committee {
     }
 }
 
-/// The region whose committee a gateway in `home` joins: `home` itself when
-/// at least [`MIN_COMMITTEE`] registered gateways are located in it, else the
-/// nearest ancestor H3 cell that has that many (the coarsest region,
-/// [`Region::MIN_RESOLUTION`], when none has).
+/// The region whose committee a gateway in `home` joins.
 ///
-/// Every gateway of a small cell computes the same ancestor from the same
-/// registry, so they meet in one committee; its reports carry that region.
+/// Cells are settled from the finest resolution (`home`'s) up: at each
+/// resolution, every cell holding at least [`MIN_COMMITTEE`] registered
+/// gateways that are not yet settled becomes the committee of those
+/// gateways; the others move on to the parent cell. So a small cell's
+/// gateways join the parent cell's committee together with the other small
+/// cells' gateways there, while a sibling cell with four or more keeps its
+/// own committee and is not counted again above. `home`'s gateway ends in
+/// the first cell that settles it, or in the coarsest region,
+/// [`Region::MIN_RESOLUTION`], when none does.
+///
+/// Every gateway computes the same answer from the same registry, so the
+/// gateways of small cells meet in one committee; their reports carry that
+/// region.
 pub fn committee_region(home: Region, registry: &[(GatewayId, Location)]) -> Region {
+    let Ok(mut level) = home.resolution() else { return home };
     let mut region = home;
+    let mut unsettled: Vec<Location> = registry.iter().map(|(_, at)| *at).collect();
     loop {
-        let members = registry.iter().filter(|(_, at)| region.contains(*at)).count();
-        if members >= MIN_COMMITTEE {
+        let mut counts: BTreeMap<Region, usize> = BTreeMap::new();
+        for at in &unsettled {
+            if let Ok(cell) = Region::of(*at, level) {
+                *counts.entry(cell).or_default() += 1;
+            }
+        }
+        if counts.get(&region).copied().unwrap_or(0) >= MIN_COMMITTEE {
             return region;
         }
+        unsettled.retain(|at| {
+            Region::of(*at, level).is_ok_and(|cell| counts.get(&cell).copied().unwrap_or(0) < MIN_COMMITTEE)
+        });
         match region.parent() {
-            Ok(parent) => region = parent,
-            Err(_) => return region,
+            Ok(parent) if level > Region::MIN_RESOLUTION => {
+                region = parent;
+                level -= 1;
+            }
+            _ => return region,
         }
     }
 }
@@ -144,6 +165,42 @@ mod tests {
         assert_eq!(region.resolution().ok(), Some(Region::MIN_RESOLUTION));
         let four: Vec<_> = (0..4).map(|i| (id(i), here)).collect();
         assert_eq!(committee_region(home, &four), home);
+    }
+
+    #[test]
+    fn small_cells_meet_in_the_parent_without_their_large_siblings() {
+        // Five gateways in one resolution-8 cell: a committee of their own.
+        // Two gateways in each of two sibling cells: they meet in the parent,
+        // four of them, without the five counted again.
+        let here = Location::from_lat_lng(48.85, 2.35).expect("location");
+        let big = Region::of(here, 8).expect("region");
+        let parent = big.parent().expect("parent");
+        // Two other resolution-8 cells of the same parent, found by walking a
+        // small grid around `here` (cells are about 0.9 km across).
+        let mut siblings: Vec<(Region, Location)> = Vec::new();
+        for step in 1..400 {
+            let (dlat, dlng) = (f64::from(step % 20) * 0.002, f64::from(step / 20) * 0.002);
+            let Ok(at) = Location::from_lat_lng(48.85 + dlat - 0.02, 2.35 + dlng - 0.02) else { continue };
+            let Ok(cell) = Region::of(at, 8) else { continue };
+            if cell != big && cell.parent().ok() == Some(parent) && siblings.iter().all(|(c, _)| *c != cell) {
+                siblings.push((cell, at));
+            }
+        }
+        assert!(siblings.len() >= 2, "a resolution-7 cell has seven children");
+        let centre = |i: usize| siblings[i].1;
+        let siblings: Vec<Region> = siblings.iter().map(|(c, _)| *c).collect();
+        let mut registry: Vec<(GatewayId, Location)> = (0..5).map(|i| (id(i), here)).collect();
+        registry.extend((5..7).map(|i| (id(i), centre(0))));
+        registry.extend((7..9).map(|i| (id(i), centre(1))));
+        assert_eq!(committee_region(big, &registry), big);
+        assert_eq!(committee_region(siblings[0], &registry), parent);
+        assert_eq!(committee_region(siblings[1], &registry), parent);
+        // With one small sibling only, two gateways are too few in the parent:
+        // they go further up, still without the five.
+        let fewer: Vec<_> = registry[..7].to_vec();
+        let region = committee_region(siblings[0], &fewer);
+        assert_ne!(region, parent);
+        assert_eq!(region.resolution().ok(), Some(Region::MIN_RESOLUTION));
     }
 
     #[test]

@@ -120,9 +120,12 @@
 //!
 //! A region with fewer than [`committee::MIN_COMMITTEE`] (4) registered
 //! gateways has no fault tolerance; its gateways join the committee of the
-//! parent H3 cell, repeatedly, until it has at least four
-//! ([`committee::committee_region`]). The daemon computes the committee
-//! region from the registry and passes it as [`Config::region`].
+//! parent H3 cell, repeatedly, until they are at least four
+//! ([`committee::committee_region`]). Only gateways of such small cells
+//! count at the parent: a sibling cell with four or more keeps its own
+//! committee, so it can never leave the small cells' gateways a committee
+//! of one to three in name only. The committee region is computed from the
+//! registry and passed as [`Config::region`].
 //!
 //! # Lossy links and lagging members
 //!

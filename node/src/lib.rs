@@ -144,8 +144,6 @@
 //!   a reading whose interval spans an epoch boundary and another one
 //!   overlapping it in the next epoch are both counted if two different
 //!   gateways attest them (one gateway's own meter state refuses the second).
-//! - Meter attestations count against the attesting gateway's per-epoch
-//!   share ([`pool::Limits::per_gateway`]), like its other reports.
 //! - A member that reads a registry change only after the epoch it applies
 //!   to is being decided keeps the old committee for that epoch, and refuses
 //!   the others' certificate of it (the committee hash differs): it stays
@@ -159,7 +157,10 @@
 //!   arrive on the global topic and are not collected yet.
 //! - A proposal lists at most [`meshd_protocol::codec::MAX_PROPOSAL_REPORTS`]
 //!   (360) reports, so a region's pool admits no more per epoch; larger
-//!   epochs need proposal parts (design below).
+//!   epochs need proposal parts (design below). Meter attestations have
+//!   their own share of it ([`pool::Limits`]), so a witness-dense region
+//!   drops witnesses first, never its meters' energy; a region of 31
+//!   members hears up to 930 witnesses an epoch and counts 209.
 //!
 //! # Design: proposals beyond 360 reports
 //!

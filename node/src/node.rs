@@ -855,6 +855,7 @@ impl Node {
             previous: self.previous(epoch)?,
             committee_hash: self.committee(epoch).hash(),
             registry: self.registry_at(epoch).members.clone(),
+            members: self.committee(epoch).members().len(),
             witness: self.config.witness.clone(),
             rewards: self.config.rewards,
             limits: self.config.limits.clone(),

@@ -41,20 +41,110 @@ use meshd_protocol::rules::{meter, witness};
 use meshd_protocol::{GatewayId, Hash32, MeterId, beacon, signature};
 
 /// Limits of a pool against spam.
+///
+/// Coverage reports (beacons and witnesses) and meter attestations have
+/// separate shares, so that a witness-dense region never crowds out the
+/// energy of its meters (or the reverse): of the [`Limits::per_epoch`]
+/// reports a pool admits, at most [`Limits::attestations`] are attestations,
+/// every committee member keeps room for its one beacon, and witnesses take
+/// the rest ([`Limits::witness_room`]). Each gateway has a share of each kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Most reports admitted per (region, epoch). Default and maximum
     /// [`MAX_PROPOSAL_REPORTS`]: a proposal must be able to list them all.
     pub per_epoch: usize,
-    /// Most reports admitted per signing gateway per epoch. Default 32: one
-    /// beacon plus witnesses of up to 31 beacons, more than a gateway hears in
-    /// an epoch of a small region; a spammer fills at most this share.
+    /// Most coverage reports (its beacon and its witnesses) admitted per
+    /// signing gateway per epoch. Default 32: one beacon plus witnesses of up
+    /// to 31 beacons, more than a gateway hears in an epoch of a small region;
+    /// a spammer fills at most this share.
     pub per_gateway: usize,
+    /// Most meter attestations admitted per (region, epoch). Default 120, a
+    /// third of a proposal: 40 meters reading three times an epoch.
+    pub attestations: usize,
+    /// Most meter attestations admitted per signing gateway per epoch.
+    /// Default 24: eight meters at one site reading three times an epoch; a
+    /// gateway inventing meter keys fills at most this share.
+    pub attestations_per_gateway: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { per_epoch: MAX_PROPOSAL_REPORTS, per_gateway: 32 }
+        Limits {
+            per_epoch: MAX_PROPOSAL_REPORTS,
+            per_gateway: 32,
+            attestations: 120,
+            attestations_per_gateway: 24,
+        }
+    }
+}
+
+impl Limits {
+    /// The per-epoch cap, never above what a proposal can list.
+    pub fn epoch_cap(&self) -> usize {
+        self.per_epoch.min(MAX_PROPOSAL_REPORTS)
+    }
+
+    /// The per-epoch cap of attestations.
+    pub fn attestation_cap(&self) -> usize {
+        self.attestations.min(self.epoch_cap())
+    }
+
+    /// Most witness reports admitted in an epoch decided by `members`
+    /// members: what is left once the attestations' share and one beacon per
+    /// member are set aside.
+    pub fn witness_room(&self, members: usize) -> usize {
+        self.epoch_cap().saturating_sub(self.attestation_cap()).saturating_sub(members)
+    }
+}
+
+/// The kinds of report a pool takes, for the limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Beacon,
+    Witness,
+    Attestation,
+}
+
+impl Kind {
+    fn of(body: &Message) -> Option<Kind> {
+        match body {
+            Message::BeaconReport(_) => Some(Kind::Beacon),
+            Message::WitnessReport(_) => Some(Kind::Witness),
+            Message::MeterAttestation(_) => Some(Kind::Attestation),
+            _ => None,
+        }
+    }
+
+    /// The per-gateway share this kind counts against.
+    fn gateway_share(self, limits: &Limits) -> usize {
+        match self {
+            Kind::Beacon | Kind::Witness => limits.per_gateway,
+            Kind::Attestation => limits.attestations_per_gateway,
+        }
+    }
+}
+
+/// Reports per gateway and kind class (coverage or energy).
+#[derive(Clone, Debug, Default)]
+struct Shares(BTreeMap<(GatewayId, bool), usize>);
+
+impl Shares {
+    fn key(signer: &GatewayId, kind: Kind) -> (GatewayId, bool) {
+        (*signer, kind == Kind::Attestation)
+    }
+
+    fn get(&self, signer: &GatewayId, kind: Kind) -> usize {
+        self.0.get(&Shares::key(signer, kind)).copied().unwrap_or(0)
+    }
+
+    fn full(&self, signer: &GatewayId, kind: Kind, limits: &Limits) -> bool {
+        self.get(signer, kind) >= kind.gateway_share(limits)
+    }
+
+    fn add(&mut self, signer: &GatewayId, kind: Kind) -> usize {
+        let n = self.0.entry(Shares::key(signer, kind)).or_default();
+        *n += 1;
+        *n
     }
 }
 
@@ -71,6 +161,9 @@ pub struct Context {
     pub committee_hash: Hash32,
     /// The registered gateways (signers of admissible reports).
     pub registry: BTreeSet<GatewayId>,
+    /// Members of the committee deciding the epoch: each has room for its
+    /// beacon in the pool ([`Limits::witness_room`]).
+    pub members: usize,
     /// Witness validity rules.
     pub witness: witness::Params,
     /// Reward formula.
@@ -254,7 +347,9 @@ pub struct Pool {
     reports: BTreeMap<Hash32, Report>,
     /// Ids seen, admitted or not: duplicates are dropped before verifying.
     seen: BTreeSet<Hash32>,
-    per_gateway: BTreeMap<GatewayId, usize>,
+    shares: Shares,
+    witnesses: usize,
+    attestations: usize,
 }
 
 /// Most ids a pool remembers as seen, admitted or refused. Four times the
@@ -314,10 +409,23 @@ impl Pool {
             meshd_protocol::epoch::Timing::TooLate => return Err(Reason::TooLate),
             _ => {}
         }
-        if self.reports.len() >= ctx.limits.per_epoch.min(MAX_PROPOSAL_REPORTS) {
+        // The limits are checked on the envelope's kind, before the
+        // signature, so that spam beyond them costs no verification.
+        let kind = match envelope.kind {
+            meshd_protocol::message::Kind::BeaconReport => Kind::Beacon,
+            meshd_protocol::message::Kind::WitnessReport => Kind::Witness,
+            meshd_protocol::message::Kind::MeterAttestation => Kind::Attestation,
+            _ => return Err(Reason::WrongKind),
+        };
+        let full = match kind {
+            Kind::Beacon => self.reports.len() >= ctx.limits.epoch_cap(),
+            Kind::Witness => self.witnesses >= ctx.limits.witness_room(ctx.members),
+            Kind::Attestation => self.attestations >= ctx.limits.attestation_cap(),
+        };
+        if full || self.reports.len() >= ctx.limits.epoch_cap() {
             return Err(Reason::EpochFull);
         }
-        if self.per_gateway.get(&GatewayId(envelope.signer)).copied().unwrap_or(0) >= ctx.limits.per_gateway {
+        if self.shares.full(&GatewayId(envelope.signer), kind, &ctx.limits) {
             return Err(Reason::GatewayFull);
         }
         let report = verify_report(domain, ctx, envelope)?;
@@ -330,7 +438,14 @@ impl Pool {
         if self.reports.contains_key(&report.id) {
             return;
         }
-        *self.per_gateway.entry(report.signer).or_default() += 1;
+        if let Some(kind) = Kind::of(&report.body) {
+            self.shares.add(&report.signer, kind);
+            match kind {
+                Kind::Beacon => {}
+                Kind::Witness => self.witnesses += 1,
+                Kind::Attestation => self.attestations += 1,
+            }
+        }
         self.seen.insert(report.id);
         self.reports.insert(report.id, report);
     }
@@ -350,16 +465,22 @@ struct Counted<'a> {
 fn count<'a>(ctx: &Context, reports: &[&'a Report]) -> Result<Counted<'a>, (Hash32, Reason)> {
     let mut beacons: BTreeMap<BeaconId, (&GatewayId, &BeaconReport)> = BTreeMap::new();
     let mut beaconers: BTreeSet<&GatewayId> = BTreeSet::new();
-    let mut per_gateway: BTreeMap<&GatewayId, usize> = BTreeMap::new();
+    let mut shares = Shares::default();
+    let mut attestation_count = 0;
     for r in reports {
         // Admission checked the registry of the moment; the epoch's is what counts.
         if !ctx.registry.contains(&r.signer) {
             return Err((r.id, Reason::Unregistered));
         }
-        let n = per_gateway.entry(&r.signer).or_default();
-        *n += 1;
-        if *n > ctx.limits.per_gateway {
+        let Some(kind) = Kind::of(&r.body) else { return Err((r.id, Reason::WrongKind)) };
+        if shares.add(&r.signer, kind) > kind.gateway_share(&ctx.limits) {
             return Err((r.id, Reason::GatewayFull));
+        }
+        if kind == Kind::Attestation {
+            attestation_count += 1;
+            if attestation_count > ctx.limits.attestation_cap() {
+                return Err((r.id, Reason::TooMany));
+            }
         }
         if let Message::BeaconReport(b) = &r.body {
             if b.entropy != ctx.previous || !beacon::is_derived(b, &r.signer) {
@@ -421,12 +542,17 @@ fn check_witness(
 }
 
 /// The reports a proposer counts: every held report that passes the content
-/// rules, greedily in id order (beacons first, so witnesses find them), capped
-/// at the per-epoch limit. Deterministic for a given pool.
+/// rules, greedily in id order within each kind — beacons first (so witnesses
+/// find them), then meter attestations (their own share, which witnesses
+/// cannot take), then witnesses — within the per-epoch and per-gateway
+/// limits. Deterministic for a given pool.
 pub fn select(ctx: &Context, pool: &Pool) -> Vec<Hash32> {
-    let cap = ctx.limits.per_epoch.min(MAX_PROPOSAL_REPORTS);
+    let cap = ctx.limits.epoch_cap();
     let mut chosen: Vec<Hash32> = Vec::new();
-    let mut per_gateway: BTreeMap<&GatewayId, usize> = BTreeMap::new();
+    let mut shares = Shares::default();
+    let room = |chosen: &Vec<Hash32>, shares: &Shares, r: &Report, kind: Kind| {
+        chosen.len() < cap && !shares.full(&r.signer, kind, &ctx.limits)
+    };
     let mut beacons: BTreeMap<BeaconId, (&GatewayId, &BeaconReport)> = BTreeMap::new();
     let mut beaconers: BTreeSet<&GatewayId> = BTreeSet::new();
     // Only reports of the epoch's registered gateways (the pool may hold
@@ -434,10 +560,8 @@ pub fn select(ctx: &Context, pool: &Pool) -> Vec<Hash32> {
     let registered = |r: &&Report| ctx.registry.contains(&r.signer);
     for r in pool.reports().filter(registered) {
         let Message::BeaconReport(b) = &r.body else { continue };
-        if chosen.len() >= cap || per_gateway.get(&r.signer).copied().unwrap_or(0) >= ctx.limits.per_gateway {
-            continue;
-        }
-        if b.entropy != ctx.previous
+        if !room(&chosen, &shares, r, Kind::Beacon)
+            || b.entropy != ctx.previous
             || !beacon::is_derived(b, &r.signer)
             || beaconers.contains(&r.signer)
             || witness::beacon_plausible(b).is_err()
@@ -446,13 +570,30 @@ pub fn select(ctx: &Context, pool: &Pool) -> Vec<Hash32> {
         }
         beaconers.insert(&r.signer);
         beacons.insert(b.beacon_id, (&r.signer, b));
-        *per_gateway.entry(&r.signer).or_default() += 1;
+        shares.add(&r.signer, Kind::Beacon);
+        chosen.push(r.id);
+    }
+    let mut intervals: BTreeMap<MeterId, MeterIntervals> = BTreeMap::new();
+    let mut attestations = 0;
+    for r in pool.reports().filter(registered) {
+        let Message::MeterAttestation(a) = &r.body else { continue };
+        if attestations >= ctx.limits.attestation_cap() || !room(&chosen, &shares, r, Kind::Attestation) {
+            continue;
+        }
+        let Ok(reading) = attested_reading(a) else { continue };
+        let counted = intervals.entry(reading.meter).or_default();
+        if counted.conflicts(&reading) {
+            continue;
+        }
+        counted.add(&reading);
+        attestations += 1;
+        shares.add(&r.signer, Kind::Attestation);
         chosen.push(r.id);
     }
     let mut witnessed: BTreeSet<(BeaconId, &GatewayId)> = BTreeSet::new();
     for r in pool.reports().filter(registered) {
         let Message::WitnessReport(w) = &r.body else { continue };
-        if chosen.len() >= cap || per_gateway.get(&r.signer).copied().unwrap_or(0) >= ctx.limits.per_gateway {
+        if !room(&chosen, &shares, r, Kind::Witness) {
             continue;
         }
         let Some((beaconer, b)) = beacons.get(&w.beacon_id) else { continue };
@@ -462,22 +603,7 @@ pub fn select(ctx: &Context, pool: &Pool) -> Vec<Hash32> {
             continue;
         }
         witnessed.insert((w.beacon_id, &r.signer));
-        *per_gateway.entry(&r.signer).or_default() += 1;
-        chosen.push(r.id);
-    }
-    let mut intervals: BTreeMap<MeterId, MeterIntervals> = BTreeMap::new();
-    for r in pool.reports().filter(registered) {
-        let Message::MeterAttestation(a) = &r.body else { continue };
-        if chosen.len() >= cap || per_gateway.get(&r.signer).copied().unwrap_or(0) >= ctx.limits.per_gateway {
-            continue;
-        }
-        let Ok(reading) = attested_reading(a) else { continue };
-        let counted = intervals.entry(reading.meter).or_default();
-        if counted.conflicts(&reading) {
-            continue;
-        }
-        counted.add(&reading);
-        *per_gateway.entry(&r.signer).or_default() += 1;
+        shares.add(&r.signer, Kind::Witness);
         chosen.push(r.id);
     }
     chosen.sort();
@@ -486,7 +612,7 @@ pub fn select(ctx: &Context, pool: &Pool) -> Vec<Hash32> {
 
 /// Recomputes the summary of the listed reports (ids sorted, no duplicates).
 pub fn summarize(ctx: &Context, reports: &[&Report]) -> Result<EpochSummary, (Hash32, Reason)> {
-    if reports.len() > ctx.limits.per_epoch.min(MAX_PROPOSAL_REPORTS) {
+    if reports.len() > ctx.limits.epoch_cap() {
         return Err((Hash32::ZERO, Reason::TooMany));
     }
     if let Some(w) = reports.windows(2).find(|w| w[0].id >= w[1].id) {

@@ -504,23 +504,73 @@ fn other_gateways_attestations_are_admitted_only_when_consistent() {
     assert_eq!(n.metrics().reports_admitted, 1);
 }
 
-#[test]
-fn an_epoch_counts_one_attestation_per_meter_reading_and_sums_its_energy() {
-    let members = members();
-    let registry = members.iter().map(|m| m.id).collect();
+/// The facts of epoch 0 of the members' region, as a member computes them.
+fn context(members: &[Member]) -> Context {
+    let ids: Vec<GatewayId> = members.iter().map(|m| m.id).collect();
     let config = &members[0].config;
-    let ctx = Context {
+    Context {
         region: config.region,
         epoch: 0,
         previous: Hash32::ZERO,
-        committee_hash: Hash32::ZERO,
-        registry,
+        committee_hash: Committee::new(ids.iter().copied(), &Hash32::ZERO).hash(),
+        registry: ids.iter().copied().collect(),
+        members: ids.len(),
         witness: config.witness.clone(),
         rewards: config.rewards,
         limits: config.limits.clone(),
         clock: config.clock,
         meter: config.meter.clone(),
+    }
+}
+
+#[test]
+fn witnesses_never_crowd_out_meter_attestations() {
+    let members = members();
+    let mut ctx = context(&members);
+    // 12 reports an epoch, 4 of them attestations (3 per gateway), and room
+    // for 4 beacons: 4 witnesses.
+    ctx.limits =
+        pool::Limits { per_epoch: 12, per_gateway: 32, attestations: 4, attestations_per_gateway: 3 };
+    assert_eq!(ctx.limits.witness_room(members.len()), 4);
+    let domain = Domain::new(NETWORK);
+    let now = GENESIS_MS + 30_000;
+    let mut held = Pool::new();
+    let mut offer = |bytes: Vec<u8>| {
+        let envelope = codec::decode_envelope(&bytes).expect("decode");
+        held.offer(&domain, &ctx, &ctx.clock, now, envelope).map(|_| ()).map_err(|r| r.as_str())
     };
+    let witnesses: Vec<_> =
+        (0..8).map(|k| offer(witness(&members, 1 + k % 3, 0, -1100 - k as i16))).collect();
+    assert_eq!(witnesses.iter().filter(|r| r.is_ok()).count(), 4);
+    assert!(witnesses[4..].iter().all(|r| *r == Err("epoch_full")), "{witnesses:?}");
+    // Gateway 1 also sent witnesses: its attestations have their own share.
+    let attest = |i: usize, sequence: u64| {
+        let start = GENESIS_S + 5 * sequence;
+        attestation_by(&members, i, 0, reading(&meter_key(), sequence, start, start + 5, 1_000, 1_010))
+    };
+    let results: Vec<_> = [(1, 1), (1, 2), (1, 3), (1, 4), (2, 5), (2, 6)]
+        .into_iter()
+        .map(|(i, sequence)| offer(attest(i, sequence)))
+        .collect();
+    assert_eq!(results, [Ok(()), Ok(()), Ok(()), Err("gateway_full"), Ok(()), Err("epoch_full")]);
+    // The proposer lists the attestations (the witnesses have no beacon).
+    let chosen = pool::select(&ctx, &held);
+    assert_eq!(chosen.len(), 4);
+    let listed: Vec<&Report> = chosen.iter().filter_map(|id| held.get(id)).collect();
+    assert_eq!(pool::summarize(&ctx, &listed).expect("consistent").attestation_count, 4);
+    // A listing beyond the attestations' share is refused.
+    let extra = codec::decode_envelope(&attest(3, 7)).expect("decode");
+    let extra = pool::verify_report(&domain, &ctx, extra).expect("valid");
+    let mut too_many = listed.clone();
+    too_many.push(&extra);
+    too_many.sort_by_key(|r| r.id);
+    assert_eq!(pool::summarize(&ctx, &too_many).map(|_| ()).map_err(|(_, r)| r), Err(pool::Reason::TooMany));
+}
+
+#[test]
+fn an_epoch_counts_one_attestation_per_meter_reading_and_sums_its_energy() {
+    let members = members();
+    let ctx = context(&members);
     let domain = Domain::new(NETWORK);
     let report = |i: usize, reading: Envelope| {
         let envelope = codec::decode_envelope(&attestation_by(&members, i, 0, reading)).expect("decode");
@@ -607,21 +657,8 @@ fn certificate(members: &[Member], signers: &[Keypair], summary: &EpochSummary, 
 #[test]
 fn a_forged_certificate_fetched_as_a_decision_is_refused() {
     let members = members();
-    let ids: Vec<GatewayId> = members.iter().map(|m| m.id).collect();
     let keys: Vec<Keypair> = members.iter().map(|m| Keypair::from_secret(m.key_secret)).collect();
-    let config = &members[0].config;
-    let ctx = Context {
-        region: config.region,
-        epoch: 0,
-        previous: Hash32::ZERO,
-        committee_hash: Committee::new(ids.iter().copied(), &Hash32::ZERO).hash(),
-        registry: ids.iter().copied().collect(),
-        witness: config.witness.clone(),
-        rewards: config.rewards,
-        limits: config.limits.clone(),
-        clock: config.clock,
-        meter: config.meter.clone(),
-    };
+    let ctx = context(&members);
     let summary = pool::summarize(&ctx, &[]).expect("the empty summary");
     let outsiders: Vec<Keypair> = (0..3).map(|k| Keypair::from_secret([40 + k; 32])).collect();
     let forged = [

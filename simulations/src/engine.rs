@@ -1023,6 +1023,7 @@ impl<'w> Shard<'w> {
             previous,
             committee_hash: Committee::new(self.registry.iter().copied(), &Hash32::ZERO).hash(),
             registry: self.registry.iter().copied().collect(),
+            members: self.registry.len(),
             witness: witness::Params::default(),
             rewards: RewardParams::default(),
             limits: Limits::default(),

@@ -11,6 +11,7 @@
 #   DEMO_EPOCHS=0 bash scripts/demo.sh        # run until Ctrl-C
 #   DEMO_DIR=./demo bash scripts/demo.sh      # elsewhere than /tmp/meshd-demo
 #   DEMO_PORT=5170 bash scripts/demo.sh       # p2p ports 5171-5174, API 5271-5274
+#   DEMO_RELEASE=1 bash scripts/demo.sh       # an optimised build (slower to build, as a gateway runs)
 #
 # Keys are kept between runs (the gateway ids stay the same); the data of
 # the previous run is removed, since every run starts a new network (its
@@ -33,10 +34,16 @@ port="${DEMO_PORT:-4170}"
 epoch_s=15
 grace_s=3
 
-echo "==> building meshd" >&2
-cargo build --locked -p meshd
+profile=debug
+build=(cargo build --locked -p meshd)
+if [ "${DEMO_RELEASE:-0}" = 1 ]; then
+    profile=release
+    build+=(--release)
+fi
+echo "==> building meshd ($profile)" >&2
+"${build[@]}"
 target_dir="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-meshd="${target_dir:-target}/debug/meshd"
+meshd="${target_dir:-target}/$profile/meshd"
 "$meshd" --version
 
 dir="${DEMO_DIR:-${TMPDIR:-/tmp}/meshd-demo}"

@@ -276,6 +276,17 @@ impl RegistryReader {
         Ok(logs.iter().filter_map(RegistryEvent::from_log).collect())
     }
 
+    /// The chain's head: its block number and timestamp (Unix s), the chain
+    /// time a registry read at that block is current to.
+    pub async fn head(&self) -> Result<(u64, u64), RegistryError> {
+        let block = retry(&self.retry, "eth_getBlockByNumber", || async {
+            self.provider.get_block_by_number(alloy::eips::BlockNumberOrTag::Latest).await.map_err(Into::into)
+        })
+        .await
+        .map_err(rpc("eth_getBlockByNumber"))?;
+        Ok(block.map_or((0, 0), |b| (b.header.number, b.header.timestamp)))
+    }
+
     /// The whole registry as of the head, rebuilt from the events since
     /// `deployed_at` (the registry's deployment block). Returns the view and
     /// the head it is current to; follow it with [`RegistryReader::events`] from `head + 1`.

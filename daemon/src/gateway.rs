@@ -27,6 +27,7 @@
 
 pub mod anchoring;
 pub mod api;
+pub mod chain_registry;
 pub mod meters;
 pub mod metrics;
 pub mod records;
@@ -130,7 +131,12 @@ fn gateway_of(peer: &PeerId) -> Option<GatewayId> {
 pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> anyhow::Result<()> {
     let started_ms = clock::now_ms();
     let own = keys.identity.gateway_id();
-    let settings = settings::settings(&config, own)?;
+    let mut settings = settings::settings(&config, own)?;
+    let chain_registry = chain_registry::open(&config, own, settings.location).await?;
+    if let Some(chain) = &chain_registry {
+        settings.node.region = chain.region;
+        settings.members = chain.members.clone();
+    }
     let region = settings.node.region;
     let store =
         SledStore::open(&config.storage.path, meshd_storage::Options::default()).with_context(|| {
@@ -182,6 +188,8 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
     let mut anchoring =
         anchoring::start(&config, &keys, settings.node.anchor_domain, &settings.members).await?;
     let mut anchor_events = anchoring.as_mut().map(|a| std::mem::replace(&mut a.events, mpsc::channel(1).1));
+    let registry_stop = CancellationToken::new();
+    let mut registry_updates = chain_registry.map(|chain| chain.follow(own, registry_stop.clone()));
     let (fetch_tx, mut fetch_rx) = mpsc::channel(FETCH_RESULTS);
     tracing::info!(
         gateway = %own,
@@ -245,10 +253,15 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
             Some(event) = async { anchor_events.as_mut()?.recv().await }, if anchor_events.is_some() => {
                 gateway.on_anchor_event(event);
             }
+            Some(update) = async { registry_updates.as_mut()?.recv().await }, if registry_updates.is_some() => {
+                let chain_registry::Update { as_of_ms, members } = update;
+                gateway.node.handle_input(Input::Registry { now_ms: clock::now_ms(), as_of_ms, members });
+            }
             _ = refresh.tick() => gateway.refresh_peers().await,
         }
     };
     network_stop.cancel();
+    registry_stop.cancel();
     let _ = network.await;
     let _ = api_task.await;
     if let Err(error) = gateway.store.flush() {
@@ -639,8 +652,8 @@ impl Gateway {
             network: config.network.clone(),
             region: format!("{:x}", config.region.0),
             location: format!("{:x}", self.settings.location.0),
-            committee_size: self.settings.members.len(),
-            committee_member: self.settings.members.contains(&own),
+            committee_size: self.node.committee_members(current).len(),
+            committee_member: self.node.committee_members(current).contains(&own),
             peers: self.peers,
             current_epoch: current,
             deciding,

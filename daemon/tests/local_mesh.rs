@@ -137,8 +137,10 @@ fn wait_until(what: &str, timeout: Duration, gateways: &[Gateway], mut done: imp
 }
 
 /// Four gateways' directories, keys and configurations (not started yet):
-/// a committee on loopback with the synthetic source.
-fn mesh(root: &Path) -> (Vec<Gateway>, Vec<PathBuf>) {
+/// a committee on loopback with the synthetic source. With `fixed`, the
+/// committee is listed in `registry.members`; without, the gateways read it
+/// from the chain (the test adds the `[chain]` section).
+fn mesh(root: &Path, fixed: bool) -> (Vec<Gateway>, Vec<PathBuf>) {
     let genesis = now_s() + 2;
     let mut ids = Vec::new();
     let mut dirs = Vec::new();
@@ -149,7 +151,8 @@ fn mesh(root: &Path) -> (Vec<Gateway>, Vec<PathBuf>) {
         dirs.push(dir);
     }
     let p2p: Vec<u16> = (0..GATEWAYS).map(|_| free_port()).collect();
-    let members: Vec<String> = ids.iter().map(|id| format!("{id:?}")).collect();
+    let members: Vec<String> =
+        if fixed { ids.iter().map(|id| format!("{id:?}")).collect() } else { Vec::new() };
     let mut gateways: Vec<Gateway> = Vec::new();
     for n in 0..GATEWAYS {
         let dir = &dirs[n];
@@ -180,7 +183,7 @@ fn mesh(root: &Path) -> (Vec<Gateway>, Vec<PathBuf>) {
 #[test]
 fn four_gateways_finalize_the_same_summaries_and_a_killed_one_catches_up() {
     let root = tempfile::tempdir().expect("tempdir");
-    let (mut gateways, dirs) = mesh(root.path());
+    let (mut gateways, dirs) = mesh(root.path(), true);
     for gateway in &mut gateways {
         gateway.start();
     }
@@ -263,9 +266,13 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
     let anvil = runtime.block_on(chain::Anvil::start_on(free_port(), &["--block-time", "1"]));
     let url = anvil.url.to_string();
     let root = tempfile::tempdir().expect("tempdir");
-    let (mut gateways, dirs) = mesh(root.path());
+    let (mut gateways, dirs) = mesh(root.path(), false);
 
-    // Deploy with the four gateways as registered members and first committee.
+    // Deploy with the four gateways as registered members and first
+    // committee, registered in the first one's cell: the gateways read their
+    // committee from the registry.
+    let (lat, lon) = LOCATIONS[0];
+    let cell = format!("{:x}", Location::from_lat_lng(lat, lon).expect("location").0);
     let mut deploy = Command::new(env!("CARGO_BIN_EXE_meshd"));
     deploy.args([
         "chain",
@@ -274,6 +281,8 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
         &url,
         "--private-key",
         chain::DEPLOYER_KEY,
+        "--location",
+        &cell,
         "--epoch-seconds",
     ]);
     deploy.arg(EPOCH_S.to_string());
@@ -331,6 +340,33 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
         meshd_chain::EpochRange { from: 0, to: 1 },
     ));
     assert_eq!(format!("{anchored}"), anchor_status.root, "the chain holds the root the committee signed");
+
+    // A fifth gateway registers in the region: every member follows the
+    // registry and decides with a committee of five from a later epoch. It
+    // never runs, so the four must all sign (quorum 4 of 5).
+    let fifth = root.path().join("g4");
+    fs::create_dir_all(&fifth).expect("dir");
+    generate_key(&fifth);
+    let out = Command::new(env!("CARGO_BIN_EXE_meshd"))
+        .args(["chain", "register", "--rpc-url", &url, "--private-key", chain::DEPLOYER_KEY, "--registry"])
+        .arg(&registry)
+        .arg("--gateway")
+        .arg(fifth.join("gateway.key"))
+        .args(["--location", &cell])
+        .output()
+        .expect("meshd chain register");
+    assert!(out.status.success(), "register: {}", String::from_utf8_lossy(&out.stderr));
+    let mut joined_at = 0;
+    wait_until("every gateway follows the registry to a committee of five", epoch * 3, &gateways, || {
+        let statuses: Vec<Status> = gateways.iter().filter_map(Gateway::status).collect();
+        joined_at = statuses.iter().map(|s| s.current_epoch).max().unwrap_or(0);
+        statuses.len() == GATEWAYS && statuses.iter().all(|s| s.committee_size == 5)
+    });
+    wait_until("an epoch of the committee of five is final everywhere", epoch * 4, &gateways, || {
+        gateways
+            .iter()
+            .all(|g| g.status().and_then(|s| s.last_finalized).is_some_and(|f| f.epoch >= joined_at))
+    });
     for gateway in &mut gateways {
         gateway.stop();
     }

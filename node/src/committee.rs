@@ -104,6 +104,47 @@ pub fn committee_region(home: Region, registry: &[(GatewayId, Location)]) -> Reg
     }
 }
 
+/// Every registered gateway's committee region, as [`committee_region`]
+/// computes it for each one's home cell at `resolution`, in one pass over
+/// the registry per resolution (a registry of thousands costs a few
+/// milliseconds, not one pass per gateway). Gateways whose location has no
+/// region at `resolution` are left out.
+pub fn committee_regions(resolution: u8, registry: &[(GatewayId, Location)]) -> BTreeMap<GatewayId, Region> {
+    let mut settled = BTreeMap::new();
+    let mut unsettled: Vec<(GatewayId, Region)> =
+        registry.iter().filter_map(|(id, at)| Region::of(*at, resolution).ok().map(|r| (*id, r))).collect();
+    while !unsettled.is_empty() {
+        let mut counts: BTreeMap<Region, usize> = BTreeMap::new();
+        for (_, cell) in &unsettled {
+            *counts.entry(*cell).or_default() += 1;
+        }
+        let mut next = Vec::with_capacity(unsettled.len());
+        for (id, cell) in unsettled {
+            let top = cell.resolution().map_or(true, |level| level <= Region::MIN_RESOLUTION);
+            match cell.parent() {
+                Ok(parent) if counts.get(&cell).copied().unwrap_or(0) < MIN_COMMITTEE && !top => {
+                    next.push((id, parent));
+                }
+                _ => {
+                    settled.insert(id, cell);
+                }
+            }
+        }
+        unsettled = next;
+    }
+    settled
+}
+
+/// The members of the committee of `region`: the gateways whose committee
+/// region it is ([`committee_regions`]), sorted.
+pub fn region_members(region: Region, resolution: u8, registry: &[(GatewayId, Location)]) -> Vec<GatewayId> {
+    committee_regions(resolution, registry)
+        .into_iter()
+        .filter(|(_, r)| *r == region)
+        .map(|(id, _)| id)
+        .collect()
+}
+
 /// Share of an epoch, from its start, in which no beacon is sent: the
 /// previous epoch is decided during its grace period at the start of this
 /// one, and its summary hash is the beacon's entropy. A quarter leaves the
@@ -201,6 +242,32 @@ mod tests {
         let region = committee_region(siblings[0], &fewer);
         assert_ne!(region, parent);
         assert_eq!(region.resolution().ok(), Some(Region::MIN_RESOLUTION));
+    }
+
+    #[test]
+    fn every_gateways_committee_region_is_the_one_each_computes_for_itself() {
+        // Clusters of 1 to 6 gateways scattered over a few resolution-5
+        // cells: some settle at 8, some climb, some meet their neighbours.
+        let mut registry: Vec<(GatewayId, Location)> = Vec::new();
+        let mut n = 0u8;
+        for cluster in 0..12u8 {
+            for k in 0..(cluster % 6 + 1) {
+                let lat = 48.80 + f64::from(cluster) * 0.013 + f64::from(k) * 0.0004;
+                let lng = 2.30 + f64::from(cluster % 4) * 0.03;
+                registry.push((id(n), Location::from_lat_lng(lat, lng).expect("location")));
+                n += 1;
+            }
+        }
+        let all = committee_regions(8, &registry);
+        assert_eq!(all.len(), registry.len());
+        for (gateway, at) in &registry {
+            let home = Region::of(*at, 8).expect("region");
+            assert_eq!(all[gateway], committee_region(home, &registry), "{gateway:?}");
+        }
+        let region = all[&registry[0].0];
+        let members = region_members(region, 8, &registry);
+        assert!(members.contains(&registry[0].0));
+        assert!(members.iter().all(|m| all[m] == region));
     }
 
     #[test]

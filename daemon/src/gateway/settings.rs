@@ -43,8 +43,9 @@ pub enum SettingsError {
     Location(String),
     /// Nobody sits on the committee.
     #[error(
-        "no committee: `registry.members` is empty; fix: list the gateway ids of this gateway's \
-         committee (this one's: {own}) in `registry.members`"
+        "no committee: `registry.members` is empty and no chain registry is configured; fix: list \
+         the gateway ids of this gateway's committee (this one's: {own}) in `registry.members`, or \
+         set `chain.rpc_url` and `chain.registry_contract` to read it from the chain"
     )]
     NoRegistry {
         /// This gateway's id, to paste into the list.
@@ -60,7 +61,8 @@ pub enum SettingsError {
 pub struct Settings {
     /// The node's configuration.
     pub node: meshd_node::Config,
-    /// The registered gateways of the committee region.
+    /// The registered gateways of the committee region; empty when they
+    /// are read from the chain ([`super::chain_registry`]).
     pub members: Vec<GatewayId>,
     /// The gateway's asserted location.
     pub location: Location,
@@ -70,7 +72,9 @@ pub struct Settings {
 ///
 /// The committee is `registry.members`: a fixed committee of a private or
 /// development network, whose region is this gateway's region at
-/// `network.region_resolution` (every member must be in it). The anchor
+/// `network.region_resolution` (every member must be in it). With no list
+/// and a chain registry configured, `members` is empty and the region is the
+/// home cell; [`super::chain_registry`] supplies both. The anchor
 /// domain is `chain.chain_id` and `chain.anchor_contract`; without a contract
 /// nothing is anchored.
 pub fn settings(config: &Config, own: GatewayId) -> Result<Settings, SettingsError> {
@@ -80,7 +84,8 @@ pub fn settings(config: &Config, own: GatewayId) -> Result<Settings, SettingsErr
     // Validation parsed every member already; a failure here is a bug upstream.
     let members: Vec<GatewayId> =
         config.registry.members.iter().filter_map(|m| GatewayId::from_str(m).ok()).collect();
-    if members.is_empty() {
+    let from_chain = config.chain.rpc_url.is_some() && config.chain.registry_contract.is_some();
+    if members.is_empty() && !from_chain {
         return Err(SettingsError::NoRegistry { own });
     }
     let network = &config.network;

@@ -314,6 +314,56 @@ schema! {
         meter_peak_w: u64 = 5_000;
     }
 
+    /// The LoRa radio: a Semtech UDP packet forwarder (GWMP v2) on the
+    /// concentrator, a ChirpStack MQTT forwarder, or both. With neither
+    /// set the gateway hears nothing and sends no beacons (use
+    /// `[synthetic]` for a demonstration without a radio).
+    [radio] Radio {
+        /// Address the Semtech UDP packet forwarder server listens on; the
+        /// forwarder's `serv_port_up` and `serv_port_down` both point here.
+        /// Default: unset (no Semtech UDP server).
+        semtech_listen: Option<SocketAddr> = None, example = "\"0.0.0.0:1700\"";
+        /// MQTT broker of a ChirpStack MQTT forwarder, as
+        /// "mqtt://host:port" (or "tcp://host:port"). Default: unset (no
+        /// MQTT forwarder).
+        mqtt_url: Option<String> = None, example = "\"mqtt://127.0.0.1:1883\"";
+        /// Topic prefix of the ChirpStack MQTT forwarder (its
+        /// `topic_prefix`, usually the region name): topics are
+        /// `{prefix}/gateway/{id}/event/up` and so on.
+        /// Default: "eu868".
+        mqtt_topic_prefix: String = "eu868".to_owned();
+        /// Gateway ids (EUI-64, 16 hex digits) of the concentrators behind
+        /// the MQTT broker; at least one when `mqtt_url` is set. Beacons go
+        /// out through the first. Default: [] (none).
+        gateway_ids: Vec<String> = Vec::new();
+        /// Frequency beacons are sent on. Unit: Hz, from 137000000 to
+        /// 1020000000 (the LoRa bands). Default: 869525000 (EU868's
+        /// high-power sub-band, 10% duty cycle, where LoRaWAN also beacons).
+        beacon_frequency_hz: u32 = 869_525_000;
+        /// LoRa spreading factor of beacons, from 7 to 12. Default: 9 (the
+        /// LoRaWAN class B beacon's: about 1.5 km more range than SF7 for an
+        /// airtime of 206 ms for a 20-byte frame).
+        beacon_spreading_factor: u8 = 9;
+        /// LoRa bandwidth of beacons: 125, 250 or 500. Unit: kHz.
+        /// Default: 125.
+        beacon_bandwidth_khz: u16 = 125;
+        /// Transmit power of beacons, from 0 to 30. Unit: dBm. Default: 14
+        /// (EU868's common limit; 869.525 MHz allows 27 dBm ERP).
+        beacon_power_dbm: u8 = 14;
+    }
+
+    /// Energy meters: signed readings arrive by `POST /v1/meter/readings`
+    /// on the API address, and, when `mqtt_url` is set, on an MQTT topic.
+    [meters] Meters {
+        /// MQTT broker meters publish their readings to, as
+        /// "mqtt://host:port". Default: unset (HTTP only).
+        mqtt_url: Option<String> = None, example = "\"mqtt://127.0.0.1:1883\"";
+        /// Topic meters publish their readings to (the JSON of
+        /// docs/meters.md, one reading per message); no wildcards.
+        /// Default: "meshd/meter/readings".
+        mqtt_topic: String = "meshd/meter/readings".to_owned();
+    }
+
     /// Logging, to standard error.
     [log] Log {
         /// Verbosity: a level (error, warn, info, debug, trace, off), or

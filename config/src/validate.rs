@@ -313,6 +313,16 @@ pub enum ValidationError {
         /// What to do.
         fix: &'static str,
     },
+    /// A radio or meter setting is invalid.
+    #[error("`{key}` = {value}: {fix}")]
+    Ingest {
+        /// The key (and index for lists).
+        key: String,
+        /// The value found, as written in TOML.
+        value: String,
+        /// What is wrong and what to do.
+        fix: &'static str,
+    },
     /// `log.level` is not a level or list of directives.
     #[error(
         "`log.level` = {value:?}: {directive:?} is not a level or target=level; fix: use one of off, error, \
@@ -360,6 +370,7 @@ impl ValidationError {
             RpcUrl { .. } => "chain.rpc_url".into(),
             ContractAddress { key, .. } | SyntheticRange { key, .. } => (*key).into(),
             LogLevel { .. } => "log.level".into(),
+            Ingest { key, .. } => key.clone(),
         }
     }
 }
@@ -386,6 +397,7 @@ impl Config {
         self.check_gateway(&mut problems);
         self.check_registry_and_chain(&mut problems);
         self.check_synthetic(&mut problems);
+        self.check_radio_and_meters(&mut problems);
         if let Some(directive) = bad_log_directive(&self.log.level) {
             problems.push(ValidationError::LogLevel { value: self.log.level.clone(), directive });
         }
@@ -574,6 +586,110 @@ impl Config {
             });
         }
     }
+}
+
+impl Config {
+    fn check_radio_and_meters(&self, problems: &mut Vec<ValidationError>) {
+        let radio = &self.radio;
+        let mut bad = |key: String, value: String, fix: &'static str| {
+            problems.push(ValidationError::Ingest { key, value, fix })
+        };
+        if radio.semtech_listen.is_some_and(|addr| addr.port() == 0) {
+            bad(
+                "radio.semtech_listen".into(),
+                format!("{:?}", radio.semtech_listen.map(|a| a.to_string()).unwrap_or_default()),
+                "port 0 is not a fixed port; fix: give the port the packet forwarder sends to, e.g. 1700",
+            );
+        }
+        for (key, url) in [("radio.mqtt_url", &radio.mqtt_url), ("meters.mqtt_url", &self.meters.mqtt_url)] {
+            if let Some(url) = url.as_ref().filter(|url| !is_mqtt_url(url)) {
+                bad(
+                    key.into(),
+                    format!("{url:?}"),
+                    "not an MQTT broker URL; fix: write it as mqtt://host:port, e.g. \"mqtt://127.0.0.1:1883\"",
+                );
+            }
+        }
+        for (key, topic) in [
+            ("radio.mqtt_topic_prefix", &radio.mqtt_topic_prefix),
+            ("meters.mqtt_topic", &self.meters.mqtt_topic),
+        ] {
+            if !is_mqtt_topic(topic) {
+                bad(
+                    key.into(),
+                    format!("{topic:?}"),
+                    "not an MQTT topic; fix: give a non-empty topic without '+', '#' or a trailing '/'",
+                );
+            }
+        }
+        for (index, id) in radio.gateway_ids.iter().enumerate() {
+            if !(id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())) {
+                bad(
+                    format!("radio.gateway_ids[{index}]"),
+                    format!("{id:?}"),
+                    "not a gateway EUI-64; fix: write it as 16 hex digits, e.g. \"0016c001ff10a235\"",
+                );
+            }
+        }
+        if radio.mqtt_url.is_some() && radio.gateway_ids.is_empty() {
+            bad(
+                "radio.gateway_ids".into(),
+                "[]".into(),
+                "`radio.mqtt_url` is set but no gateway is named; fix: list the concentrators' gateway ids",
+            );
+        }
+        if !(137_000_000..=1_020_000_000).contains(&radio.beacon_frequency_hz) {
+            bad(
+                "radio.beacon_frequency_hz".into(),
+                radio.beacon_frequency_hz.to_string(),
+                "outside the LoRa bands; fix: give a frequency in Hz, e.g. 869525000",
+            );
+        }
+        if !(7..=12).contains(&radio.beacon_spreading_factor) {
+            bad(
+                "radio.beacon_spreading_factor".into(),
+                radio.beacon_spreading_factor.to_string(),
+                "outside 7..=12; fix: give a LoRa spreading factor, e.g. 9",
+            );
+        }
+        if ![125, 250, 500].contains(&radio.beacon_bandwidth_khz) {
+            bad(
+                "radio.beacon_bandwidth_khz".into(),
+                radio.beacon_bandwidth_khz.to_string(),
+                "not a LoRa bandwidth; fix: give 125, 250 or 500",
+            );
+        }
+        if radio.beacon_power_dbm > MAX_BEACON_POWER_DBM {
+            bad(
+                "radio.beacon_power_dbm".into(),
+                radio.beacon_power_dbm.to_string(),
+                "above 30 dBm; fix: give the power allowed on the beacon frequency, e.g. 14",
+            );
+        }
+    }
+}
+
+/// Highest beacon power, 30 dBm (1 W): the ceiling of US915 and of the
+/// LoRa concentrators' amplifiers; a larger value is a unit mix-up.
+pub const MAX_BEACON_POWER_DBM: u8 = 30;
+
+/// `mqtt://` or `tcp://`, then `host:port` with a non-zero port and nothing else.
+fn is_mqtt_url(value: &str) -> bool {
+    let Some(rest) = value.strip_prefix("mqtt://").or_else(|| value.strip_prefix("tcp://")) else {
+        return false;
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let Some((host, port)) = rest.rsplit_once(':') else { return false };
+    !host.is_empty()
+        && !host.contains(['/', '@', '?', '#'])
+        && !host.chars().any(char::is_whitespace)
+        && port.parse::<u16>().is_ok_and(|port| port != 0)
+}
+
+/// A topic to publish or subscribe to literally: non-empty, no wildcards, no
+/// empty last level.
+fn is_mqtt_topic(value: &str) -> bool {
+    !value.is_empty() && !value.ends_with('/') && !value.contains(['+', '#', '\0'])
 }
 
 /// Most synthetic meters per gateway: enough to show a site with many
@@ -831,6 +947,40 @@ mod tests {
         );
         assert_eq!(problems_of(|c| c.log.level = String::new()).len(), 1);
         assert_eq!(Config::default().log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn radio_and_meter_rules() {
+        let keys =
+            |edit: fn(&mut Config)| problems_of(edit).iter().map(ValidationError::key).collect::<Vec<_>>();
+        assert!(
+            problems_of(|c| {
+                c.radio.semtech_listen = Some("0.0.0.0:1700".parse().expect("address"));
+                c.radio.mqtt_url = Some("mqtt://127.0.0.1:1883".into());
+                c.radio.gateway_ids = vec!["0016c001ff10a235".into()];
+                c.meters.mqtt_url = Some("tcp://broker.local:1883".into());
+            })
+            .is_empty()
+        );
+        assert_eq!(
+            keys(|c| c.radio.semtech_listen = Some("0.0.0.0:0".parse().expect("address"))),
+            ["radio.semtech_listen"]
+        );
+        assert_eq!(
+            keys(|c| c.radio.mqtt_url = Some("http://127.0.0.1:1883".into())),
+            ["radio.mqtt_url", "radio.gateway_ids"]
+        );
+        assert_eq!(keys(|c| c.meters.mqtt_url = Some("mqtt://127.0.0.1".into())), ["meters.mqtt_url"]);
+        assert_eq!(keys(|c| c.radio.mqtt_topic_prefix = "eu868/#".into()), ["radio.mqtt_topic_prefix"]);
+        assert_eq!(keys(|c| c.meters.mqtt_topic = String::new()), ["meters.mqtt_topic"]);
+        assert_eq!(keys(|c| c.radio.gateway_ids = vec!["0016c001ff10a23".into()]), ["radio.gateway_ids[0]"]);
+        assert_eq!(keys(|c| c.radio.beacon_frequency_hz = 868), ["radio.beacon_frequency_hz"]);
+        assert_eq!(keys(|c| c.radio.beacon_spreading_factor = 6), ["radio.beacon_spreading_factor"]);
+        assert_eq!(keys(|c| c.radio.beacon_bandwidth_khz = 200), ["radio.beacon_bandwidth_khz"]);
+        assert_eq!(keys(|c| c.radio.beacon_power_dbm = 31), ["radio.beacon_power_dbm"]);
+        for problem in problems_of(|c| c.radio.beacon_power_dbm = 31) {
+            assert!(problem.to_string().contains("fix:"), "{problem}");
+        }
     }
 
     #[test]

@@ -4,7 +4,9 @@
 # meshd-gossip's NAT traversal test (gossip/tests/nat_traversal.rs) builds its
 # own network namespaces with `ip` (iproute2) and NAT routers with `iptables`
 # masquerade. The contracts' tests (chain/contracts/test.sh) need Node.js and
-# npm for the Solidity compiler and anvil. All come from Debian packages. The script is idempotent: it
+# npm for the Solidity compiler and anvil. The ChirpStack MQTT and meter
+# MQTT tests (daemon/tests/chirpstack_mqtt.rs, daemon/tests/meter_ingest.rs)
+# start their own broker from /usr/sbin/mosquitto. All come from Debian packages. The script is idempotent: it
 # installs only what is missing and does nothing when everything is present.
 set -euo pipefail
 
@@ -12,6 +14,7 @@ missing=()
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+[ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0

@@ -84,6 +84,22 @@ impl std::fmt::Display for Eui64 {
     }
 }
 
+/// Why a text is not an [`Eui64`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a gateway EUI-64; write it as 16 hex digits")]
+pub struct ParseEuiError(pub String);
+
+impl std::str::FromStr for Eui64 {
+    type Err = ParseEuiError;
+
+    /// 16 hex digits, any case, as ChirpStack and the config write it.
+    fn from_str(text: &str) -> Result<Eui64, ParseEuiError> {
+        let mut bytes = [0u8; 8];
+        hex::decode_to_slice(text, &mut bytes).map_err(|_| ParseEuiError(text.chars().take(32).collect()))?;
+        Ok(Eui64(bytes))
+    }
+}
+
 impl std::fmt::Debug for Eui64 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Eui64({self})")

@@ -295,6 +295,7 @@ impl Metrics {
 enum Command {
     Transmit { gateway: Eui64, txpk: Box<Txpk>, reply: oneshot::Sender<Result<TxAckOk, TransmitError>> },
     OwnBeacon(BeaconId),
+    Gateways(oneshot::Sender<Vec<Eui64>>),
 }
 
 /// Commands the server task; cheap to clone. The task stops when every
@@ -310,6 +311,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Transmit { gateway, .. } => write!(f, "Transmit({gateway})"),
             Command::OwnBeacon(id) => write!(f, "OwnBeacon({id:?})"),
+            Command::Gateways(_) => write!(f, "Gateways"),
         }
     }
 }
@@ -333,6 +335,14 @@ impl Handle {
     /// other means than [`Handle::transmit`]), so hearing it is ignored.
     pub async fn own_beacon(&self, id: BeaconId) -> Result<(), TransmitError> {
         self.commands.send(Command::OwnBeacon(id)).await.map_err(|_| TransmitError::Stopped)
+    }
+
+    /// The forwarders that can be sent to (those that sent a PULL_DATA),
+    /// in EUI order.
+    pub async fn gateways(&self) -> Result<Vec<Eui64>, TransmitError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Gateways(reply)).await.map_err(|_| TransmitError::Stopped)?;
+        answer.await.map_err(|_| TransmitError::Stopped)
     }
 }
 
@@ -413,6 +423,11 @@ impl Server {
     async fn handle_command(&mut self, command: Command) {
         match command {
             Command::OwnBeacon(id) => self.remember_own(id),
+            Command::Gateways(reply) => {
+                let mut gateways: Vec<Eui64> = self.pull_addrs.keys().copied().collect();
+                gateways.sort();
+                let _ = reply.send(gateways);
+            }
             Command::Transmit { gateway, txpk, reply } => {
                 let Some(addr) = self.pull_addrs.get(&gateway).copied() else {
                     let _ = reply.send(Err(TransmitError::UnknownGateway(gateway)));

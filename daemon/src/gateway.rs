@@ -51,6 +51,8 @@ use meshd_protocol::message::Message;
 use meshd_protocol::{GatewayId, Hash32};
 use meshd_storage::{SledStore, Store};
 use prometheus_client::registry::Registry;
+
+use crate::ingest::radio;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -150,6 +152,11 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
         meshd_gossip::new(&keys.identity, gossip_config(&config)?, &mut registry)
             .context("cannot start networking")?;
     let node_metrics = metrics::NodeMetrics::new(&mut registry);
+    let radio_stop = CancellationToken::new();
+    let (radio, mut heard) =
+        start_radio(&config, own, registry.sub_registry_with_prefix("meshd"), radio_stop.clone())
+            .await?
+            .unzip();
     let registry = Arc::new(registry);
     let network_stop = CancellationToken::new();
     let network = tokio::spawn(event_loop.run(network_stop.clone()));
@@ -216,6 +223,7 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
         meters,
         next_reading: 0,
         anchoring,
+        radio,
         metrics: node_metrics,
         status: status_tx,
         peers: 0,
@@ -253,6 +261,9 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
             Some(event) = async { anchor_events.as_mut()?.recv().await }, if anchor_events.is_some() => {
                 gateway.on_anchor_event(event);
             }
+            Some(heard) = async { heard.as_mut()?.recv().await }, if heard.is_some() => {
+                gateway.node.handle_input(Input::BeaconHeard { now_ms: clock::now_ms(), heard });
+            }
             Some(update) = async { registry_updates.as_mut()?.recv().await }, if registry_updates.is_some() => {
                 let chain_registry::Update { as_of_ms, members } = update;
                 gateway.node.handle_input(Input::Registry { now_ms: clock::now_ms(), as_of_ms, members });
@@ -262,6 +273,7 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
     };
     network_stop.cancel();
     registry_stop.cancel();
+    radio_stop.cancel();
     let _ = network.await;
     let _ = api_task.await;
     if let Err(error) = gateway.store.flush() {
@@ -269,6 +281,28 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
     }
     tracing::info!("gateway stopped");
     result
+}
+
+/// Starts the radio front when `[radio]` names a packet forwarder (Semtech
+/// UDP or ChirpStack MQTT): its transmit handle and the beacons it hears.
+async fn start_radio(
+    config: &Config,
+    own: GatewayId,
+    registry: &mut Registry,
+    stop: CancellationToken,
+) -> anyhow::Result<Option<(radio::Radio, mpsc::Receiver<meshd_node::Heard>)>> {
+    if config.radio.semtech_listen.is_none() && config.radio.mqtt_url.is_none() {
+        return Ok(None);
+    }
+    let settings = radio::Settings::from_config(&config.radio, &format!("meshd-{own}"))
+        .map_err(|error| anyhow::anyhow!("`[radio]`: {error}"))?;
+    let started = radio::start(settings, registry, stop).await.context("cannot start the radio front")?;
+    tracing::info!(
+        semtech = ?config.radio.semtech_listen,
+        chirpstack = ?config.radio.mqtt_url,
+        "radio front started"
+    );
+    Ok(Some(started))
 }
 
 /// The loop's state: the node and everything its outputs go to.
@@ -292,6 +326,8 @@ struct Gateway {
     next_reading: u64,
     /// The anchoring task, when the chain is configured.
     anchoring: Option<anchoring::Anchoring>,
+    /// The radio's transmit side, when a packet forwarder is configured.
+    radio: Option<radio::Radio>,
     metrics: metrics::NodeMetrics,
     status: watch::Sender<Status>,
     peers: usize,
@@ -327,8 +363,18 @@ impl Gateway {
                     self.node.handle_input(Input::Persisted { now_ms: clock::now_ms(), id });
                 }
                 Output::TransmitBeacon { epoch, beacon_id } => {
-                    // The synthetic source's "air" is the beacon report on gossip.
+                    // The synthetic source's "air" is the beacon report on
+                    // gossip; a radio sends the frame too. The beacon is
+                    // durable before this output: a transmission that fails
+                    // is logged and counted, never repeated with another id.
                     tracing::debug!(epoch, beacon = %hex::encode(beacon_id.0), "beacon");
+                    if let Some(radio) = self.radio.clone() {
+                        tokio::spawn(async move {
+                            if let Err(error) = radio.transmit(beacon_id).await {
+                                tracing::warn!(epoch, %error, "the beacon was not transmitted");
+                            }
+                        });
+                    }
                 }
                 Output::SignAnchor { first, last, root, digest } => {
                     self.sign_anchor(first, last, root, digest).await

@@ -159,25 +159,36 @@ fn mesh(root: &Path, fixed: bool) -> (Vec<Gateway>, Vec<PathBuf>) {
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
         let bootstrap =
             if n == 0 { String::new() } else { format!("\"/ip4/127.0.0.1/tcp/{}/p2p/{}\"", p2p[0], ids[0]) };
-        let config = format!(
-            "[network]\nname = \"meshd-e2e\"\ngenesis_unix_s = {genesis}\nepoch_length_s = {EPOCH_S}\n\
-             grace_period_s = {GRACE_S}\nanchor_every_epochs = {ANCHOR_EVERY}\n\n[identity]\nkey_file = {key:?}\n\n\
-             [storage]\npath = {data:?}\n\n\
-             [p2p]\nlisten = [\"/ip4/127.0.0.1/tcp/{port}\"]\nbootstrap = [{bootstrap}]\nmdns = false\n\n\
-             [api]\nlisten = \"{api}\"\n\n[gateway]\nlat_deg = {lat}\nlon_deg = {lon}\n\n\
-             [registry]\nmembers = [{members}]\n\n[synthetic]\nenabled = true\n",
-            key = dir.join("keys/gateway.key"),
-            data = dir.join("data"),
-            port = p2p[n],
-            lat = LOCATIONS[n].0,
-            lon = LOCATIONS[n].1,
-            members = members.join(", "),
-        );
+        let config = config_text(dir, genesis, p2p[n], api, &bootstrap, LOCATIONS[n], &members);
         let path = dir.join("meshd.toml");
         fs::write(&path, config).expect("config");
         gateways.push(Gateway { dir: dir.clone(), config: path, api, child: None });
     }
     (gateways, dirs)
+}
+
+/// One gateway's configuration file: the test network's schedule, loopback
+/// addresses, the synthetic source and the committee `members` (quoted ids).
+fn config_text(
+    dir: &Path,
+    genesis: u64,
+    port: u16,
+    api: SocketAddr,
+    bootstrap: &str,
+    (lat, lon): (f64, f64),
+    members: &[String],
+) -> String {
+    format!(
+        "[network]\nname = \"meshd-e2e\"\ngenesis_unix_s = {genesis}\nepoch_length_s = {EPOCH_S}\n\
+         grace_period_s = {GRACE_S}\nanchor_every_epochs = {ANCHOR_EVERY}\n\n[identity]\nkey_file = {key:?}\n\n\
+         [storage]\npath = {data:?}\n\n\
+         [p2p]\nlisten = [\"/ip4/127.0.0.1/tcp/{port}\"]\nbootstrap = [{bootstrap}]\nmdns = false\n\n\
+         [api]\nlisten = \"{api}\"\n\n[gateway]\nlat_deg = {lat}\nlon_deg = {lon}\n\n\
+         [registry]\nmembers = [{members}]\n\n[synthetic]\nenabled = true\n",
+        key = dir.join("keys/gateway.key"),
+        data = dir.join("data"),
+        members = members.join(", "),
+    )
 }
 
 #[test]
@@ -370,4 +381,83 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
     for gateway in &mut gateways {
         gateway.stop();
     }
+}
+
+/// The value of the metric line starting with `series` in the text of
+/// `GET /metrics`, or 0 when absent.
+fn metric(gateway: &Gateway, series: &str) -> u64 {
+    let Ok((200, text)) = get_blocking(gateway.api, "/metrics", Duration::from_secs(2)) else { return 0 };
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_gateway_sends_its_beacons_through_a_semtech_packet_forwarder() {
+    use meshd::ingest::beacon;
+    use meshd::ingest::semtech::Packet;
+
+    // A committee of one decides every epoch alone, so it beacons from
+    // epoch 1 on (each beacon's entropy is the previous summary).
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("g0");
+    fs::create_dir_all(dir.join("keys")).expect("dir");
+    let id = generate_key(&dir.join("keys"));
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let forwarder_port = udp.local_addr().expect("address").port();
+    drop(udp);
+    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
+    let mut text = config_text(&dir, now_s() + 2, free_port(), api, "", LOCATIONS[0], &[format!("{id:?}")]);
+    text.push_str(&format!("\n[radio]\nsemtech_listen = \"127.0.0.1:{forwarder_port}\"\n"));
+    let config = dir.join("meshd.toml");
+    fs::write(&config, text).expect("config");
+    let mut gateway = Gateway { dir, config, api, child: None };
+    gateway.start();
+
+    // The packet forwarder: PULL_DATA every second (its keep-alive, which
+    // gives the server the address for downlinks) until a PULL_RESP
+    // carries a beacon frame; it acknowledges that with TX_ACK.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.connect(("127.0.0.1", forwarder_port)).expect("connect");
+    socket.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
+    let eui = [0xAA, 0x55, 0x5A, 0, 0, 0, 0, 1];
+    let datagram = |token: u16, identifier: u8, body: &[u8]| {
+        let mut bytes = vec![2];
+        bytes.extend_from_slice(&token.to_be_bytes());
+        bytes.push(identifier);
+        bytes.extend_from_slice(&eui);
+        bytes.extend_from_slice(body);
+        bytes
+    };
+    let deadline = Instant::now() + Duration::from_secs(EPOCH_S * 4 + 20);
+    let mut sent = None;
+    let mut buffer = vec![0u8; 65_536];
+    while sent.is_none() && Instant::now() < deadline {
+        let _ = socket.send(&datagram(7, 0x02, &[]));
+        let Ok(len) = socket.recv(&mut buffer) else { continue };
+        if let Ok(Packet::PullResp { token, body }) = Packet::decode(&buffer[..len]) {
+            let payload = body.txpk.payload().expect("base64 payload");
+            let beacon_id = beacon::parse(&payload).expect("a beacon frame");
+            socket.send(&datagram(token, 0x05, br#"{"txpk_ack":{"error":"NONE"}}"#)).expect("send");
+            sent = Some(beacon_id);
+        }
+    }
+    assert!(sent.is_some(), "no beacon transmitted within four epochs\n{}", gateway.log());
+    wait_until(
+        "the gateway counts the transmission",
+        Duration::from_secs(10),
+        std::slice::from_ref(&gateway),
+        || metric(&gateway, "meshd_radio_transmissions_total{outcome=\"ok\"}") == 1,
+    );
+
+    // Broken datagrams are counted by reason; the gateway keeps running.
+    socket.send(&[2, 0, 1]).expect("send");
+    socket.send(&datagram(8, 0x00, b"{not json")).expect("send");
+    wait_until("both are counted", Duration::from_secs(10), std::slice::from_ref(&gateway), || {
+        let text =
+            get_blocking(gateway.api, "/metrics", Duration::from_secs(2)).map(|(_, t)| t).unwrap_or_default();
+        text.lines().filter(|l| l.starts_with("meshd_semtech_udp_dropped_total{")).count() >= 2
+    });
+    assert!(gateway.status().is_some(), "the gateway still answers");
+    gateway.stop();
 }

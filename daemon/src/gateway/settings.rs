@@ -15,19 +15,6 @@ use meshd_protocol::message::DataRate;
 use meshd_protocol::reward::RewardParams;
 use meshd_protocol::rules::{meter, witness};
 
-/// Beacon carrier frequency: 868.1 MHz, the first default channel of
-/// EU868 that every LoRaWAN gateway listens on.
-pub const BEACON_FREQUENCY_HZ: u32 = 868_100_000;
-
-/// Beacon modulation: SF9 at 125 kHz, 185 ms on air for the 20-byte frame;
-/// reaches further than SF7 while keeping the duty-cycle cost of one beacon
-/// per epoch negligible.
-pub const BEACON_DATARATE: DataRate = DataRate { spreading_factor: 9, bandwidth_khz: 125 };
-
-/// Conducted beacon power: 14 dBm, the EU868 limit (16 dBm ERP) minus a
-/// typical 2 dBi antenna.
-pub const BEACON_TX_POWER_DDBM: i16 = 140;
-
 /// Why the configuration cannot run a gateway.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -108,9 +95,14 @@ pub fn settings(config: &Config, own: GatewayId) -> Result<Settings, SettingsErr
         radio: Radio {
             location,
             antenna_gain_ddbi: (config.gateway.antenna_gain_dbi * 10.0).round() as i16,
-            tx_power_ddbm: BEACON_TX_POWER_DDBM,
-            frequency_hz: BEACON_FREQUENCY_HZ,
-            datarate: BEACON_DATARATE,
+            // Beacons as `[radio]` transmits them (the synthetic source
+            // "transmits" the same).
+            tx_power_ddbm: i16::from(config.radio.beacon_power_dbm) * 10,
+            frequency_hz: config.radio.beacon_frequency_hz,
+            datarate: DataRate {
+                spreading_factor: config.radio.beacon_spreading_factor,
+                bandwidth_khz: config.radio.beacon_bandwidth_khz,
+            },
         },
         anchor_every: if anchor_contract.is_some() { network.anchor_every_epochs } else { 0 },
         anchor_domain: AnchorDomain {

@@ -6,6 +6,8 @@
 //! - `meshd chain deploy --rpc-url URL (--key-file F | --private-key HEX) [--member F]… [--location CELL]`
 //! - `meshd chain register --rpc-url URL (--key-file F | --private-key HEX) --registry ADDR
 //!   (--gateway F | --gateway-id ID --anchor-address ADDR) --location CELL [--owner ADDR]`
+//! - `meshd chain register-meter --rpc-url URL (--key-file F | --private-key HEX) --registry ADDR
+//!   --meter ID --rated-watts W --owner ADDR`
 //! - `meshd chain claim PROOF --rpc-url URL --contract ADDR (--key-file F | --private-key HEX)`
 //! - `meshd chain mint PROOF --rpc-url URL --contract ADDR (--key-file F | --private-key HEX)`
 //! - `meshd prove report --store DIR --region CELL --epoch E --report-id ID [--anchor-every A] [--out F]`
@@ -143,6 +145,27 @@ pub enum ChainCommand {
         /// The account that receives its rewards. Default: its anchor address.
         #[arg(long, value_name = "ADDR")]
         owner: Option<Address>,
+    },
+    /// Register an energy meter (its id and rated capacity) in the
+    /// GatewayRegistry; the paying account must hold the registrar role.
+    /// Gateways reading the registry from the chain accept its readings.
+    RegisterMeter {
+        #[command(flatten)]
+        rpc: Rpc,
+        #[command(flatten)]
+        payer: Payer,
+        /// The GatewayRegistry contract.
+        #[arg(long, value_name = "ADDR")]
+        registry: Address,
+        /// The meter id (its ed25519 public key, as `meshd` prints ids).
+        #[arg(long, value_name = "ID")]
+        meter: MeterId,
+        /// Its rated capacity, W.
+        #[arg(long, value_name = "W")]
+        rated_watts: u64,
+        /// The account that receives its certificates.
+        #[arg(long, value_name = "ADDR")]
+        owner: Address,
     },
     /// Claim the reward a `reward` proof proves from the RewardDistributor;
     /// the tokens go to the gateway's registered owner.
@@ -297,6 +320,26 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             println!("chain_id = {}", d.chain_id);
             println!("anchor_contract = \"{}\"", d.anchor);
             println!("registry_contract = \"{}\"", d.registry);
+        }
+        Command::Chain(ChainCommand::RegisterMeter { rpc, payer, registry, meter, rated_watts, owner }) => {
+            let provider =
+                ProviderBuilder::new().wallet(EthereumWallet::from(payer.signer()?)).connect_http(rpc.url);
+            let contract = GatewayRegistry::new(registry, provider);
+            let receipt = contract
+                .registerMeter(B256::from(meter.0), owner, rated_watts)
+                .send()
+                .await
+                .map_err(|e| anyhow!("GatewayRegistry.registerMeter refused {meter}: {}", revert_reason(&e)))?
+                .get_receipt()
+                .await
+                .context("waiting for the registration's receipt")?;
+            if !receipt.status() {
+                bail!(
+                    "the registration of meter {meter} reverted in transaction {}",
+                    receipt.transaction_hash
+                );
+            }
+            println!("registered meter {meter} ({rated_watts} W, owner {owner})");
         }
         Command::Chain(ChainCommand::Register {
             rpc,

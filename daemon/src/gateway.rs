@@ -48,15 +48,16 @@ use meshd_protocol::codec;
 use meshd_protocol::envelope::{Domain, Envelope};
 use meshd_protocol::keys::KeyFile;
 use meshd_protocol::message::Message;
-use meshd_protocol::{GatewayId, Hash32};
+use meshd_protocol::{GatewayId, Hash32, MeterId};
 use meshd_storage::{SledStore, Store};
 use prometheus_client::registry::Registry;
-
-use crate::ingest::radio;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock;
+use crate::ingest;
+use crate::ingest::meters::{MeterRejection, MeterSubmission};
+use crate::ingest::radio;
 use status::Status;
 use synthetic::SyntheticRadio;
 
@@ -135,9 +136,11 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
     let own = keys.identity.gateway_id();
     let mut settings = settings::settings(&config, own)?;
     let chain_registry = chain_registry::open(&config, own, settings.location).await?;
+    let mut meter_capacities = BTreeMap::new();
     if let Some(chain) = &chain_registry {
         settings.node.region = chain.region;
         settings.members = chain.members.clone();
+        meter_capacities = chain.meters.clone();
     }
     let region = settings.node.region;
     let store =
@@ -157,6 +160,8 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
         start_radio(&config, own, registry.sub_registry_with_prefix("meshd"), radio_stop.clone())
             .await?
             .unzip();
+    let ingest_metrics = ingest::meters::Metrics::default();
+    ingest_metrics.register(registry.sub_registry_with_prefix("meshd"));
     let registry = Arc::new(registry);
     let network_stop = CancellationToken::new();
     let network = tokio::spawn(event_loop.run(network_stop.clone()));
@@ -169,7 +174,22 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
     let (status_tx, status_rx) = watch::channel(Status::default());
     let listener = api::bind(config.api.listen).await?;
     let api_state = api::ApiState { status: status_rx, registry: Arc::clone(&registry) };
-    let api_task = tokio::spawn(api::serve(listener, api::router(api_state), shutdown.clone()));
+    let (meter_tx, mut meter_rx) = mpsc::channel(METER_QUEUE);
+    let meter_ingest = ingest::meters::MeterIngest::new(
+        Domain::new(&config.network.name),
+        settings.node.meter.clone(),
+        meter_tx,
+        ingest_metrics,
+    );
+    let routes = api::router(api_state).merge(ingest::meters::router(meter_ingest.clone()));
+    let api_task = tokio::spawn(api::serve(listener, routes, shutdown.clone()));
+    let meters_stop = CancellationToken::new();
+    if let Some(url) = &config.meters.mqtt_url {
+        let options = ingest::mqtt::options(url, &format!("meshd-meters-{own}"))
+            .map_err(|error| anyhow::anyhow!("`meters.mqtt_url` = {url:?}: {error}"))?;
+        let topic = config.meters.mqtt_topic.clone();
+        tokio::spawn(ingest::meters::run_mqtt(meter_ingest, options, topic, meters_stop.clone()));
+    }
 
     let synthetic = config.synthetic.enabled.then(|| {
         SyntheticRadio::new(
@@ -224,6 +244,8 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
         next_reading: 0,
         anchoring,
         radio,
+        meter_capacities,
+        meter_replies: BTreeMap::new(),
         metrics: node_metrics,
         status: status_tx,
         peers: 0,
@@ -265,15 +287,18 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
                 gateway.node.handle_input(Input::BeaconHeard { now_ms: clock::now_ms(), heard });
             }
             Some(update) = async { registry_updates.as_mut()?.recv().await }, if registry_updates.is_some() => {
-                let chain_registry::Update { as_of_ms, members } = update;
+                let chain_registry::Update { as_of_ms, members, meters } = update;
+                gateway.meter_capacities = meters;
                 gateway.node.handle_input(Input::Registry { now_ms: clock::now_ms(), as_of_ms, members });
             }
+            Some(submission) = meter_rx.recv() => gateway.submit_reading(submission),
             _ = refresh.tick() => gateway.refresh_peers().await,
         }
     };
     network_stop.cancel();
     registry_stop.cancel();
     radio_stop.cancel();
+    meters_stop.cancel();
     let _ = network.await;
     let _ = api_task.await;
     if let Err(error) = gateway.store.flush() {
@@ -282,6 +307,15 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
     tracing::info!("gateway stopped");
     result
 }
+
+/// Readings submitted over HTTP and MQTT waiting for the loop. 64: the
+/// loop takes one per turn, in microseconds; beyond this the API answers 503
+/// and the meter sends again.
+const METER_QUEUE: usize = 64;
+
+/// Readings handed to the node and not answered yet, at most. The node
+/// answers each within one persist; 1024 covers a burst from many meters.
+const MAX_PENDING_READINGS: usize = 1024;
 
 /// Starts the radio front when `[radio]` names a packet forwarder (Semtech
 /// UDP or ChirpStack MQTT): its transmit handle and the beacons it hears.
@@ -328,6 +362,10 @@ struct Gateway {
     anchoring: Option<anchoring::Anchoring>,
     /// The radio's transmit side, when a packet forwarder is configured.
     radio: Option<radio::Radio>,
+    /// Registered meters' rated capacities, W (from the chain registry).
+    meter_capacities: BTreeMap<MeterId, u64>,
+    /// Submitted readings waiting for the node's verdict, by reading id.
+    meter_replies: BTreeMap<u64, oneshot::Sender<Result<Hash32, MeterRejection>>>,
     metrics: metrics::NodeMetrics,
     status: watch::Sender<Status>,
     peers: usize,
@@ -398,10 +436,17 @@ impl Gateway {
                 Output::Event(Event::Stalled { epoch, reason }) => {
                     tracing::warn!(epoch, ?reason, "epoch stalled");
                 }
-                Output::MeterVerdict { id, result } => match result {
-                    Ok(attestation) => tracing::debug!(id, %attestation, "meter reading attested"),
-                    Err(reason) => tracing::info!(id, reason = reason.as_str(), "meter reading refused"),
-                },
+                Output::MeterVerdict { id, result } => {
+                    match &result {
+                        Ok(attestation) => tracing::debug!(id, %attestation, "meter reading attested"),
+                        Err(reason) => tracing::info!(id, reason = reason.as_str(), "meter reading refused"),
+                    }
+                    // A submitted reading's sender gets the verdict (the
+                    // attestation is durable by now); a gone sender re-sends.
+                    if let Some(reply) = self.meter_replies.remove(&id) {
+                        let _ = reply.send(result.map_err(MeterRejection::Rule));
+                    }
+                }
             }
         }
     }
@@ -653,6 +698,29 @@ impl Gateway {
             let id = self.next_reading;
             self.node.handle_input(Input::MeterReading { now_ms, id, reading, capacity_w });
         }
+    }
+
+    /// Hands a reading submitted over HTTP or MQTT to the node, with its
+    /// meter's registered capacity; the verdict answers it.
+    fn submit_reading(&mut self, submission: MeterSubmission) {
+        let MeterSubmission { reading, reply } = submission;
+        let Ok(Message::MeterReading(parsed)) = reading.open() else {
+            // The ingest checked the envelope; nothing else reaches here.
+            let _ = reply.send(Err(MeterRejection::Unavailable));
+            return;
+        };
+        let Some(&capacity_w) = self.meter_capacities.get(&parsed.meter) else {
+            let _ = reply.send(Err(MeterRejection::UnknownMeter));
+            return;
+        };
+        if self.meter_replies.len() >= MAX_PENDING_READINGS {
+            let _ = reply.send(Err(MeterRejection::Unavailable));
+            return;
+        }
+        self.next_reading += 1;
+        let id = self.next_reading;
+        self.meter_replies.insert(id, reply);
+        self.node.handle_input(Input::MeterReading { now_ms: clock::now_ms(), id, reading, capacity_w });
     }
 
     async fn refresh_peers(&mut self) {

@@ -10,10 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use meshd::gateway::api::get_blocking;
+use meshd::gateway::api::{get_blocking, post_blocking};
 use meshd::gateway::status::Status;
+use meshd::ingest::meters::ReadingJson;
 use meshd_protocol::codec;
+use meshd_protocol::envelope::{Domain, Envelope};
 use meshd_protocol::geo::{Location, Region};
+use meshd_protocol::message::{Message, MeterReading, MeterStatus};
 use meshd_storage::{Options, SledStore, StoreExt};
 
 /// Epoch length: the shortest the configuration allows, to keep the test short.
@@ -378,6 +381,65 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
             .iter()
             .all(|g| g.status().and_then(|s| s.last_finalized).is_some_and(|f| f.epoch >= joined_at))
     });
+
+    // A meter registered on chain: the gateways follow the registry's meters
+    // too, and attest its signed readings posted to the local API.
+    let meter = meshd_protocol::keys::Keypair::from_secret([9; 32]);
+    let out = Command::new(env!("CARGO_BIN_EXE_meshd"))
+        .args([
+            "chain",
+            "register-meter",
+            "--rpc-url",
+            &url,
+            "--private-key",
+            chain::DEPLOYER_KEY,
+            "--registry",
+        ])
+        .arg(&registry)
+        .args(["--meter", &meter.meter_id().to_string(), "--rated-watts", "10000"])
+        .args(["--owner", "0x70997970C51812dc3A010C7d01b50e0d51f3e6b7"])
+        .output()
+        .expect("meshd chain register-meter");
+    assert!(out.status.success(), "register-meter: {}", String::from_utf8_lossy(&out.stderr));
+    let reading = |key: &meshd_protocol::keys::Keypair, sequence: u64, end_s: u64, from_wh: u64| {
+        let reading = MeterReading {
+            meter: key.meter_id(),
+            sequence,
+            interval_start_s: end_s - 5,
+            interval_end_s: end_s,
+            register_start_wh: from_wh,
+            register_end_wh: from_wh + 5,
+            status: MeterStatus::Ok,
+        };
+        let message = Message::MeterReading(reading.clone());
+        let sealed = Envelope::seal(&Domain::new("meshd-e2e"), key, &message).expect("seal");
+        serde_json::to_string(&ReadingJson::new(&reading, &sealed.signature)).expect("json")
+    };
+    let post = |json: &str| {
+        post_blocking(gateways[0].api, "/v1/meter/readings", json, Duration::from_secs(5))
+            .expect("the API answers")
+    };
+    // Unknown until the gateway has read the registration (every 5 s).
+    let mut accepted = (0, String::new());
+    wait_until("a reading of the registered meter is accepted", Duration::from_secs(20), &gateways, || {
+        accepted = post(&reading(&meter, 1, now_s() - 1, 1_000));
+        accepted.0 != 403
+    });
+    assert_eq!(accepted.0, 200, "{}", accepted.1);
+    assert!(accepted.1.contains("\"id\""), "{}", accepted.1);
+    let (code, body) = post(&reading(&meter, 1, now_s() - 1, 1_005));
+    assert_eq!(code, 409, "the same sequence again: {body}");
+    assert!(body.contains("\"rule\""), "{body}");
+    let (code, body) = post("{\"meter\": 1}");
+    assert_eq!(code, 400, "{body}");
+    let unregistered = meshd_protocol::keys::Keypair::from_secret([10; 32]);
+    let (code, body) = post(&reading(&unregistered, 1, now_s() - 1, 1_000));
+    assert_eq!(code, 403, "an unregistered meter: {body}");
+    assert_eq!(metric(&gateways[0], "meshd_meter_readings_accepted_total{source=\"http\"}"), 1);
+    assert!(
+        metric(&gateways[0], "meshd_meter_readings_rejected_total{source=\"http\",reason=\"unknown_meter\"}")
+            >= 1
+    );
     for gateway in &mut gateways {
         gateway.stop();
     }

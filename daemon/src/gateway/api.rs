@@ -65,6 +65,27 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router, shutdown: 
 /// Reads `path` from a running daemon's API at `address` with a plain
 /// HTTP/1.1 GET (loopback, no TLS); returns the status code and body.
 pub fn get_blocking(address: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
+    request_blocking(address, "GET", path, None, timeout)
+}
+
+/// Sends `json` to `path` of a running daemon's API with a plain HTTP/1.1
+/// POST (loopback, no TLS); returns the status code and body.
+pub fn post_blocking(
+    address: SocketAddr,
+    path: &str,
+    json: &str,
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
+    request_blocking(address, "POST", path, Some(json), timeout)
+}
+
+fn request_blocking(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&address, timeout).map_err(|e| {
         anyhow::anyhow!(
@@ -73,7 +94,13 @@ pub fn get_blocking(address: SocketAddr, path: &str, timeout: Duration) -> anyho
     })?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n")?;
+    match json {
+        Some(body) => {
+            write!(stream, "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())?
+        }
+        None => write!(stream, "\r\n")?,
+    }
     let mut raw = Vec::new();
     // A status is a few KiB; 16 MiB bounds a misbehaving server.
     stream.take(16 << 20).read_to_end(&mut raw)?;

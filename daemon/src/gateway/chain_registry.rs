@@ -9,7 +9,8 @@
 //! chain every [`POLL`] for new registry events; whenever the members of the
 //! committee region change, it hands the new list to the loop with the chain
 //! time of the block it read ([`Update`]), which the node applies from the
-//! next epoch (`Input::Registry`).
+//! next epoch (`Input::Registry`). The registered meters' rated capacities
+//! travel with it: readings of other meters are refused.
 //!
 //! The committee region is fixed for the life of the process: a registry
 //! change that moves this gateway's committee to another region (its small
@@ -17,6 +18,7 @@
 //! the next start. Registered locations that are not resolution-12 H3 cells
 //! are left out of every committee, with a warning.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -25,8 +27,8 @@ use anyhow::Context as _;
 use meshd_chain::{RegistryReader, RegistryView, RetryPolicy, Url};
 use meshd_config::Config;
 use meshd_node::committee::{committee_regions, region_members};
-use meshd_protocol::GatewayId;
 use meshd_protocol::geo::{Location, Region};
+use meshd_protocol::{GatewayId, MeterId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -39,13 +41,16 @@ pub const POLL: Duration = Duration::from_secs(5);
 /// the latest matters; 4 absorbs a burst without blocking the poller.
 const UPDATES: usize = 4;
 
-/// A new member list of the committee region.
+/// The committee region's members and the registered meters, after a change
+/// of either.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Update {
     /// Chain time of the block read, Unix ms.
     pub as_of_ms: u64,
     /// The registered gateways of the committee region, sorted.
     pub members: Vec<GatewayId>,
+    /// Every registered meter's rated capacity, W.
+    pub meters: BTreeMap<MeterId, u64>,
 }
 
 /// The registry as read at start.
@@ -58,6 +63,8 @@ pub struct ChainRegistry {
     pub region: Region,
     /// Its members at start, sorted.
     pub members: Vec<GatewayId>,
+    /// The registered meters' rated capacities at start, W.
+    pub meters: BTreeMap<MeterId, u64>,
 }
 
 /// Reads the registry when the committee comes from the chain
@@ -101,7 +108,8 @@ pub async fn open(config: &Config, own: GatewayId, home: Location) -> anyhow::Re
             view.gateways.len()
         );
     }
-    Ok(Some(ChainRegistry { reader, view, head, resolution, region, members }))
+    let meters = capacities(&view);
+    Ok(Some(ChainRegistry { reader, view, head, resolution, region, members, meters }))
 }
 
 impl ChainRegistry {
@@ -116,6 +124,7 @@ impl ChainRegistry {
 
     async fn run(mut self, own: GatewayId, updates: mpsc::Sender<Update>, stop: CancellationToken) {
         let mut members = self.members.clone();
+        let mut meters = self.meters.clone();
         let mut moved_warned = false;
         loop {
             tokio::select! {
@@ -153,22 +162,32 @@ impl ChainRegistry {
                     "the registry moved this gateway's committee to another region; restart to join it"
                 );
             }
-            if now == members {
+            let now_meters = capacities(&self.view);
+            if now == members && now_meters == meters {
                 continue;
             }
-            tracing::info!(
-                before = members.len(),
-                after = now.len(),
-                block = head,
-                "the committee's registry changed"
-            );
+            if now != members {
+                tracing::info!(
+                    before = members.len(),
+                    after = now.len(),
+                    block = head,
+                    "the committee's registry changed"
+                );
+            }
             members = now.clone();
-            let update = Update { as_of_ms: timestamp_s.saturating_mul(1000), members: now };
+            meters = now_meters.clone();
+            let update =
+                Update { as_of_ms: timestamp_s.saturating_mul(1000), members: now, meters: now_meters };
             if updates.send(update).await.is_err() {
                 return;
             }
         }
     }
+}
+
+/// Every registered meter's rated capacity, W.
+fn capacities(view: &RegistryView) -> BTreeMap<MeterId, u64> {
+    view.meters.iter().map(|(id, meter)| (*id, meter.rated_watts)).collect()
 }
 
 /// The registered gateways with a usable location; unusable ones are warned

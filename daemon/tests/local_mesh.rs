@@ -315,6 +315,8 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
     // it pays for the anchors it submits.
     for gateway in &gateways {
         let text = fs::read_to_string(&gateway.config).expect("config");
+        // No synthetic meters: the only energy is the registered meter's below.
+        let text = text.replace("[synthetic]\nenabled = true\n", "[synthetic]\nenabled = true\nmeters = 0\n");
         fs::write(&gateway.config, format!("{text}{section}")).expect("config");
         let key = fs::read_to_string(gateway.dir.join("keys/gateway.key")).expect("key");
         let address =
@@ -415,9 +417,9 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
         let sealed = Envelope::seal(&Domain::new("meshd-e2e"), key, &message).expect("seal");
         serde_json::to_string(&ReadingJson::new(&reading, &sealed.signature)).expect("json")
     };
+    let api = gateways[0].api;
     let post = |json: &str| {
-        post_blocking(gateways[0].api, "/v1/meter/readings", json, Duration::from_secs(5))
-            .expect("the API answers")
+        post_blocking(api, "/v1/meter/readings", json, Duration::from_secs(5)).expect("the API answers")
     };
     // Unknown until the gateway has read the registration (every 5 s).
     let mut accepted = (0, String::new());
@@ -427,6 +429,14 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
     });
     assert_eq!(accepted.0, 200, "{}", accepted.1);
     assert!(accepted.1.contains("\"id\""), "{}", accepted.1);
+    assert_eq!(metric(&gateways[0], "meshd_meter_readings_accepted_total{source=\"http\"}"), 1);
+    // Killed right after the acknowledgement, the gateway loses nothing: the
+    // attestation and the meter's state were durable before the answer.
+    gateways[0].kill();
+    gateways[0].start();
+    wait_until("gateway 0 answers again", Duration::from_secs(20), &gateways, || {
+        gateways[0].status().is_some()
+    });
     let (code, body) = post(&reading(&meter, 1, now_s() - 1, 1_005));
     assert_eq!(code, 409, "the same sequence again: {body}");
     assert!(body.contains("\"rule\""), "{body}");
@@ -435,13 +445,28 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
     let unregistered = meshd_protocol::keys::Keypair::from_secret([10; 32]);
     let (code, body) = post(&reading(&unregistered, 1, now_s() - 1, 1_000));
     assert_eq!(code, 403, "an unregistered meter: {body}");
-    assert_eq!(metric(&gateways[0], "meshd_meter_readings_accepted_total{source=\"http\"}"), 1);
     assert!(
         metric(&gateways[0], "meshd_meter_readings_rejected_total{source=\"http\",reason=\"unknown_meter\"}")
             >= 1
     );
+    let until = gateways[1].status().map_or(0, |s| s.current_epoch) + 1;
+    wait_until("the reading's epoch is final everywhere", epoch * 4, &gateways, || {
+        gateways.iter().all(|g| g.last_finalized().is_some_and(|e| e >= until))
+    });
     for gateway in &mut gateways {
         gateway.stop();
+    }
+    // Every store counts the one reading, once: 5 Wh over all epochs.
+    let region = Region::of(Location::check(u64::from_str_radix(&cell, 16).expect("cell")).expect("cell"), 4)
+        .expect("region");
+    for dir in &dirs {
+        let store = SledStore::open(dir.join("data"), Options::default()).expect("store");
+        let last = store.latest_summary(region).expect("read").expect("a summary").summary.epoch;
+        let energy: u64 = (0..=last)
+            .filter_map(|e| store.summary(region, e).expect("read"))
+            .map(|f| f.summary.energy_wh)
+            .sum();
+        assert_eq!(energy, 5, "{}", dir.display());
     }
 }
 

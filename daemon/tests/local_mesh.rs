@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use meshd::gateway::api::{get_blocking, post_blocking};
 use meshd::gateway::status::Status;
 use meshd::ingest::meters::ReadingJson;
+use meshd_protocol::MeterId;
 use meshd_protocol::codec;
 use meshd_protocol::envelope::{Domain, Envelope};
 use meshd_protocol::geo::{Location, Region};
@@ -403,19 +404,28 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
         .output()
         .expect("meshd chain register-meter");
     assert!(out.status.success(), "register-meter: {}", String::from_utf8_lossy(&out.stderr));
-    let reading = |key: &meshd_protocol::keys::Keypair, sequence: u64, end_s: u64, from_wh: u64| {
+    // The JSON of a 5-second reading of `wh` Wh, signed by `key`, claiming `meter`.
+    let signed = |key: &meshd_protocol::keys::Keypair,
+                  meter: MeterId,
+                  sequence: u64,
+                  end_s: u64,
+                  from_wh: u64,
+                  wh: u64| {
         let reading = MeterReading {
-            meter: key.meter_id(),
+            meter,
             sequence,
             interval_start_s: end_s - 5,
             interval_end_s: end_s,
             register_start_wh: from_wh,
-            register_end_wh: from_wh + 5,
+            register_end_wh: from_wh + wh,
             status: MeterStatus::Ok,
         };
         let message = Message::MeterReading(reading.clone());
         let sealed = Envelope::seal(&Domain::new("meshd-e2e"), key, &message).expect("seal");
         serde_json::to_string(&ReadingJson::new(&reading, &sealed.signature)).expect("json")
+    };
+    let reading = |key: &meshd_protocol::keys::Keypair, sequence: u64, end_s: u64, from_wh: u64| {
+        signed(key, key.meter_id(), sequence, end_s, from_wh, 5)
     };
     let api = gateways[0].api;
     let post = |json: &str| {
@@ -442,6 +452,19 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
     assert!(body.contains("\"rule\""), "{body}");
     let (code, body) = post("{\"meter\": 1}");
     assert_eq!(code, 400, "{body}");
+    // Each rule that fails names itself (10 kW allow 14 Wh in 5 s); the
+    // intervals start after the accepted one ended.
+    let other = meshd_protocol::keys::Keypair::from_secret([11; 32]);
+    let now = now_s();
+    for (json, code, rule) in [
+        (signed(&other, meter.meter_id(), 2, now + 6, 1_005, 5), 422, "bad_signature"),
+        (signed(&meter, meter.meter_id(), 2, now + 6, 1_005, 100), 422, "above_capacity"),
+        (signed(&meter, meter.meter_id(), 2, now + 3_600, 1_005, 5), 422, "from_the_future"),
+        (signed(&meter, meter.meter_id(), 2, now + 6, 900, 5), 409, "register_went_back"),
+    ] {
+        let (got, body) = post(&json);
+        assert_eq!((got, body.contains(&format!("\"rule\":\"{rule}\""))), (code, true), "{rule}: {body}");
+    }
     let unregistered = meshd_protocol::keys::Keypair::from_secret([10; 32]);
     let (code, body) = post(&reading(&unregistered, 1, now_s() - 1, 1_000));
     assert_eq!(code, 403, "an unregistered meter: {body}");

@@ -113,6 +113,8 @@ pub struct ShardResult {
     pub forged_published: u64,
     /// Forgers' witness reports counted in a decided summary.
     pub forged_counted: u64,
+    /// Sybils' forged (intra-ring) witness reports counted in a decided summary.
+    pub sybil_forged_counted: u64,
     /// Decided summaries whose reward root the simulator recomputed identically.
     pub rewards_root_matches: u64,
     /// Decided epochs whose summary equals the ground truth recomputed from every report published.
@@ -171,6 +173,7 @@ impl Default for ShardResult {
             forged_units: 0,
             forged_published: 0,
             forged_counted: 0,
+            sybil_forged_counted: 0,
             rewards_root_matches: 0,
             truth_matches: 0,
             truth_compared: 0,
@@ -1125,6 +1128,12 @@ impl<'w> Shard<'w> {
                     .iter()
                     .filter(|(g, f)| {
                         *f && index.get(g).is_some_and(|k| self.slots[*k].role == Role::ForgedWitness)
+                    })
+                    .count() as u64;
+                self.result.sybil_forged_counted += ws
+                    .iter()
+                    .filter(|(g, f)| {
+                        *f && index.get(g).is_some_and(|k| matches!(self.slots[*k].role, Role::Sybil(_)))
                     })
                     .count() as u64;
                 if forged > 0 {

@@ -130,6 +130,9 @@ pub struct Rewards {
     pub forged_published: u64,
     /// Forgers' witness reports counted in decided summaries (Sybils' intra-ring reports are not included).
     pub forged_counted: u64,
+    /// Sybils' forged intra-ring witness reports counted in decided summaries:
+    /// each passed every witness rule and takes a rewarded slot of the beacon.
+    pub sybil_forged_counted: u64,
     /// Units earned by the forgers' witness reports.
     pub forged_units: u64,
     /// Sybil rings' units.
@@ -282,10 +285,11 @@ impl Report {
         let r = &self.rewards;
         let _ = writeln!(
             t,
-            "forged witnesses: {} published, {} counted, {} units; sybil units {} vs honest coverage {}",
+            "forged witnesses: {} published, {} counted, {} units; sybil forged counted {}, units {} vs honest coverage {}",
             r.forged_published,
             r.forged_counted,
             r.forged_units,
+            r.sybil_forged_counted,
             r.sybil_units,
             r.sybil_honest_coverage_units
         );

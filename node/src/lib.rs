@@ -160,7 +160,7 @@
 //!   epochs need proposal parts (design below). Meter attestations have
 //!   their own share of it ([`pool::Limits`]), so a witness-dense region
 //!   drops witnesses first, never its meters' energy; a region of 31
-//!   members hears up to 930 witnesses an epoch and counts 209.
+//!   members hears up to 930 witnesses an epoch and counts at most 209.
 //!
 //! # Design: proposals beyond 360 reports
 //!

@@ -417,8 +417,9 @@ impl Pool {
             meshd_protocol::message::Kind::MeterAttestation => Kind::Attestation,
             _ => return Err(Reason::WrongKind),
         };
+        // Beacons are bounded by the epoch cap alone (one per member).
         let full = match kind {
-            Kind::Beacon => self.reports.len() >= ctx.limits.epoch_cap(),
+            Kind::Beacon => false,
             Kind::Witness => self.witnesses >= ctx.limits.witness_room(ctx.members),
             Kind::Attestation => self.attestations >= ctx.limits.attestation_cap(),
         };

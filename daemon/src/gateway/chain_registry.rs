@@ -147,6 +147,11 @@ impl ChainRegistry {
                         self.view.apply(event);
                     }
                     self.head = head;
+                    // Most polls read blocks without registry changes: the
+                    // committees need no recomputing then.
+                    if events.is_empty() {
+                        continue;
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot read the registry's events; retrying");

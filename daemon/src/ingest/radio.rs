@@ -226,7 +226,7 @@ pub async fn start(
             let server_metrics = server::Metrics::default();
             server_metrics.register(registry);
             let config = server::Config { bind, ..server::Config::default() };
-            let (server, handle, mut events) = server::Server::bind(config, server_metrics).await?;
+            let (server, handle, events) = server::Server::bind(config, server_metrics).await?;
             let stop = cancel.clone();
             tokio::spawn(async move {
                 tokio::select! {
@@ -236,22 +236,12 @@ pub async fn start(
                     },
                 }
             });
-            let (forward, metrics, stop) = (heard_tx.clone(), metrics.clone(), cancel.clone());
-            tokio::spawn(async move {
-                loop {
-                    let event = tokio::select! {
-                        () = stop.cancelled() => return,
-                        event = events.recv() => event,
-                    };
-                    match event {
-                        Some(server::Event::BeaconHeard { observation, .. }) => {
-                            pass(&forward, &metrics, &observation)
-                        }
-                        Some(_) => {}
-                        None => return,
-                    }
+            tokio::spawn(forward_heard(events, heard_tx.clone(), metrics.clone(), cancel.clone(), |event| {
+                match event {
+                    server::Event::BeaconHeard { observation, .. } => Some(observation),
+                    _ => None,
                 }
-            });
+            }));
             Some(handle)
         }
     };
@@ -261,35 +251,40 @@ pub async fn start(
             let forwarder_metrics = chirpstack::Metrics::default();
             forwarder_metrics.register(registry);
             let gateways = config.gateways.clone();
-            let (forwarder, handle, mut events) =
+            let (forwarder, handle, events) =
                 chirpstack::Forwarder::connect(config, options, forwarder_metrics);
             tokio::spawn(forwarder.run(cancel.clone()));
-            let (forward, metrics, stop) = (heard_tx, metrics.clone(), cancel);
-            tokio::spawn(async move {
-                loop {
-                    let event = tokio::select! {
-                        () = stop.cancelled() => return,
-                        event = events.recv() => event,
-                    };
-                    match event {
-                        Some(chirpstack::Event::BeaconHeard { observation, .. }) => {
-                            pass(&forward, &metrics, &observation)
-                        }
-                        None => return,
-                    }
-                }
-            });
+            tokio::spawn(forward_heard(events, heard_tx, metrics.clone(), cancel, |event| match event {
+                chirpstack::Event::BeaconHeard { observation, .. } => Some(observation),
+            }));
             Some((handle, gateways))
         }
     };
     Ok((Radio { semtech, chirpstack, beacon: settings.beacon, metrics }, heard_rx))
 }
 
-fn pass(forward: &mpsc::Sender<Heard>, metrics: &Metrics, observation: &Observation) {
-    match forward.try_send(heard(observation)) {
-        Ok(()) => metrics.heard.inc(),
-        Err(_) => metrics.heard_full.inc(),
-    };
+/// Passes the beacons heard among a forwarder's `events` to the node's
+/// queue until `stop` fires or the forwarder ends; a full queue drops the
+/// beacon and counts it (`heard_full`).
+async fn forward_heard<E>(
+    mut events: mpsc::Receiver<E>,
+    forward: mpsc::Sender<Heard>,
+    metrics: Metrics,
+    stop: CancellationToken,
+    observation: impl Fn(&E) -> Option<&Observation>,
+) {
+    loop {
+        let event = tokio::select! {
+            () = stop.cancelled() => return,
+            event = events.recv() => event,
+        };
+        let Some(event) = event else { return };
+        let Some(observation) = observation(&event) else { continue };
+        match forward.try_send(heard(observation)) {
+            Ok(()) => metrics.heard.inc(),
+            Err(_) => metrics.heard_full.inc(),
+        };
+    }
 }
 
 enum Attempt {

@@ -2,8 +2,12 @@
 # Brings up a local mesh of four gateways on this machine — four `meshd run`
 # processes on loopback, with the synthetic source and 15-second epochs — and
 # shows their committee finalizing epochs: every gateway prints the same
-# summary hash for every epoch. At the end it prints the finality latency
-# and the gossip traffic per gateway and epoch.
+# summary hash for every epoch. The gateways anchor every two epochs on a
+# local EVM chain (anvil, installed from the npm registry by
+# chain/contracts/setup.sh and started here, with meshd's contracts deployed
+# by `meshd chain deploy`). At the end it prints the finality latency, the
+# gossip traffic per gateway and epoch and the anchored roots, then proves a
+# gateway's reward from its store and verifies the proof against the chain.
 #
 #   bash scripts/demo.sh                      # until 4 epochs are final everywhere
 #   DEMO_GATEWAYS=31 bash scripts/demo.sh     # a larger committee (4 to 64)
@@ -12,7 +16,10 @@
 #   DEMO_DIR=./demo bash scripts/demo.sh      # elsewhere than /tmp/meshd-demo
 #   DEMO_PORT=5170 bash scripts/demo.sh       # p2p ports 5171-5174, API 5271-5274
 #   DEMO_RELEASE=1 bash scripts/demo.sh       # an optimised build (slower to build, as a gateway runs)
+#   DEMO_CHAIN=0 bash scripts/demo.sh         # no chain: consensus only (no npm or anvil needed)
 #
+# With the chain, anvil listens on 127.0.0.1:$((DEMO_PORT + 200)) (4370 by
+# default) with a block every second; its log is $DEMO_DIR/anvil.log.
 # Keys are kept between runs (the gateway ids stay the same); the data of
 # the previous run is removed, since every run starts a new network (its
 # genesis is the moment the demo starts). Logs: $DEMO_DIR/gN/meshd.log.
@@ -29,6 +36,10 @@ if [ "$count" -lt 4 ] || [ "$count" -gt 64 ]; then
     exit 2
 fi
 port="${DEMO_PORT:-4170}"
+chain="${DEMO_CHAIN:-1}"
+# Anchoring period with the chain: every two epochs, so that the default
+# four epochs give two anchored ranges.
+anchor_every=2
 # Epoch and grace lengths: long enough for a committee of four on loopback
 # to decide with margin, short enough to watch several epochs in a minute.
 epoch_s=15
@@ -71,6 +82,54 @@ for n in "${gateways[@]}"; do
     ids+=("$("$meshd" keys show "$key" | sed -n 's/^gateway id: *//p')")
 done
 
+pids=()        # the gateways', by gateway number - 1
+anvil_pid=""
+stop() {
+    for pid in "${pids[@]}" $anvil_pid; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap stop EXIT INT TERM
+
+chain_section=""
+network_extra=""
+if [ "$chain" = 1 ]; then
+    # anvil comes from the npm registry (chain/contracts/setup.sh).
+    if ! command -v npm >/dev/null 2>&1; then
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "demo: npm is needed to install anvil; install it with: sudo apt-get install -y nodejs npm" \
+                "(or run without the chain: DEMO_CHAIN=0)" >&2
+            exit 1
+        fi
+        echo "demo: installing nodejs npm" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    fi
+    bash chain/contracts/setup.sh
+    anvil=chain/contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+    rpc_port=$((port + 200))
+    rpc="http://127.0.0.1:$rpc_port"
+    echo "==> starting anvil at $rpc (log in $dir/anvil.log)" >&2
+    "$anvil" --host 127.0.0.1 --port "$rpc_port" --hardfork cancun --block-time 1 > "$dir/anvil.log" 2>&1 &
+    anvil_pid="$!"
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$rpc_port") 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+    # anvil's first account from its public test mnemonic: funded on every
+    # anvil, never on a real chain.
+    deployer_key=0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80
+    deploy=("$meshd" chain deploy --rpc-url "$rpc" --private-key "$deployer_key" --epoch-seconds "$epoch_s"
+        --fund-members 10)
+    for n in "${gateways[@]}"; do deploy+=(--member "$dir/g$n/keys/gateway.key"); done
+    echo "==> deploying the contracts, registering the $count gateways as the anchor committee" >&2
+    "${deploy[@]}" > "$dir/deploy.txt"
+    sed -n '1,/^$/p' "$dir/deploy.txt" | sed 's/^/    /' >&2
+    chain_section="$(sed -n '/^\[chain\]/,$p' "$dir/deploy.txt")"
+    network_extra="anchor_every_epochs = $anchor_every"
+    anchor_contract="$(sed -n 's/^anchor_contract = "\(.*\)"/\1/p' "$dir/deploy.txt")"
+fi
+
 genesis=$(( $(date +%s) + 2 ))
 members="$(printf '"%s", ' "${ids[@]}")"
 members="[${members%, }]"
@@ -88,6 +147,7 @@ name = "meshd-demo"
 genesis_unix_s = $genesis
 epoch_length_s = $epoch_s
 grace_period_s = $grace_s
+$network_extra
 
 [identity]
 key_file = "$dir/g$n/keys/gateway.key"
@@ -112,16 +172,11 @@ members = $members
 
 [synthetic]
 enabled = true
+
+$chain_section
 TOML
     "$meshd" config check "$dir/g$n/meshd.toml" >/dev/null
 done
-
-pids=()
-stop() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap stop EXIT INT TERM
 
 echo "==> starting $count gateways (logs in $dir/gN/meshd.log)" >&2
 for n in "${gateways[@]}"; do
@@ -208,5 +263,51 @@ fi
 if [ "$mismatch" -ne 0 ]; then
     echo "demo: the gateways disagree on a summary" >&2
     exit 1
+fi
+
+# The last whole anchoring period among the demo's epochs: wait until it is
+# anchored, show every gateway's last anchor, then prove gateway 1's reward
+# from its store (after it stops: sled locks the store) and verify the proof
+# against the root on the chain.
+last_anchored=$(( epochs / anchor_every * anchor_every - 1 ))
+if [ "$chain" = 1 ] && [ "$last_anchored" -ge 0 ]; then
+    anchored_to() {
+        "$meshd" status --api "127.0.0.1:$((port + 100 + $1))" 2>/dev/null \
+            | sed -n 's/^last anchor *epochs [0-9]*\.\.=\([0-9]*\), root .*: anchored in block.*/\1/p'
+    }
+    deadline=$(( $(date +%s) + 2 * epoch_s + 60 ))
+    while :; do
+        done_count=0
+        for n in "${gateways[@]}"; do
+            to="$(anchored_to "$n")"
+            if [ -n "$to" ] && [ "$to" -ge "$last_anchored" ]; then done_count=$((done_count + 1)); fi
+        done
+        if [ "$done_count" -gt 0 ]; then break; fi
+        if [ "$(date +%s)" -gt "$deadline" ]; then
+            echo "demo: epochs up to $last_anchored were not anchored in time; logs in $dir/gN/meshd.log" >&2
+            exit 1
+        fi
+        sleep 2
+    done
+    echo "==> anchored on the chain (EpochAnchor $anchor_contract); last anchor at each gateway:" >&2
+    for n in "${gateways[@]}"; do "$meshd" status --api "127.0.0.1:$((port + 100 + n))" | sed -n 's/^last anchor */    g'"$n"' /p'; done
+    region="$("$meshd" status --api "127.0.0.1:$((port + 101))" | sed -n 's/^region *//p')"
+    kill "${pids[0]}" 2>/dev/null || true
+    wait "${pids[0]}" 2>/dev/null || true
+    proof="$dir/reward-proof.json"
+    proven=0
+    for epoch in $(seq "$last_anchored" -1 $((last_anchored - anchor_every + 1))); do
+        if "$meshd" prove reward --store "$dir/g1/data" --region "$region" --epoch "$epoch" --id "${ids[0]}" \
+            --anchor-every "$anchor_every" --out "$proof" 2>/dev/null; then
+            echo "==> g1's reward of epoch $epoch, proven from its store ($proof):" >&2
+            "$meshd" verify "$proof" --rpc-url "$rpc" --contract "$anchor_contract" | sed 's/^/    /' >&2
+            proven=1
+            break
+        fi
+    done
+    if [ "$proven" -ne 1 ]; then
+        echo "demo: no reward of g1 could be proven for epochs of the last anchored range" >&2
+        exit 1
+    fi
 fi
 echo "==> stopping the gateways" >&2

@@ -11,15 +11,21 @@
 //! - `meshd chain claim PROOF --rpc-url URL --contract ADDR (--key-file F | --private-key HEX)`
 //! - `meshd chain mint PROOF --rpc-url URL --contract ADDR (--key-file F | --private-key HEX)`
 //! - `meshd prove report --store DIR --region CELL --epoch E --report-id ID [--anchor-every A] [--out F]`
-//! - `meshd prove reward|energy --store DIR --region CELL --epoch E --id ID --amounts F [--anchor-every A] [--out F]`
+//! - `meshd prove reward|energy --store DIR --region CELL --epoch E --id ID [--anchor-every A] [--out F]`
+//!
+//! Proofs come from what the gateway's store kept of each decided summary
+//! (its settlement: the lists under the summary's roots), which a committee
+//! member of the region keeps for every epoch it judged.
 //! - `meshd verify PROOF --rpc-url URL --contract ADDR`
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use alloy::network::EthereumWallet;
-use alloy::primitives::{Address, B256};
-use alloy::providers::ProviderBuilder;
+use alloy::network::TransactionBuilder as _;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::{Provider as _, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
@@ -29,8 +35,7 @@ use meshd_chain::{CommitteeMember, DevDeployConfig, EpochRange, Url};
 use meshd_protocol::geo::Region;
 use meshd_protocol::merkle;
 use meshd_protocol::{GatewayId, Hash32, MeterId};
-use meshd_storage::{Options, SledStore, StoreExt};
-use serde::Deserialize;
+use meshd_storage::{Options, Settlement, SledStore, StoreExt};
 
 use crate::keys;
 
@@ -119,6 +124,10 @@ pub enum ChainCommand {
         /// Epochs after which a meter's energy can no longer be minted.
         #[arg(long, default_value_t = 24)]
         mint_window_epochs: u64,
+        /// Send this many ether from the paying account to each member's
+        /// anchor account, which pays for the anchors it submits. Default: 0.
+        #[arg(long, value_name = "ETHER", default_value_t = 0)]
+        fund_members: u64,
     },
     /// Register a gateway (its id, anchor address and location) in the
     /// GatewayRegistry; the paying account must hold the registrar role.
@@ -236,9 +245,6 @@ pub enum ProveCommand {
         /// The gateway ("12D3KooW…").
         #[arg(long, value_name = "ID")]
         id: GatewayId,
-        /// The epoch's reward list, `[{"id": "12D3KooW…" or "0x…", "amount": units}, …]`.
-        #[arg(long, value_name = "FILE")]
-        amounts: PathBuf,
     },
     /// A meter's energy (Wh) under the summary's energy root.
     Energy {
@@ -247,9 +253,6 @@ pub enum ProveCommand {
         /// The meter ("12D3KooW…" or 0x and 64 hex digits).
         #[arg(long, value_name = "ID")]
         id: MeterId,
-        /// The epoch's energy list, `[{"id": …, "amount": wh}, …]`.
-        #[arg(long, value_name = "FILE")]
-        amounts: PathBuf,
     },
 }
 
@@ -286,6 +289,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             location,
             epoch_seconds,
             mint_window_epochs,
+            fund_members,
         }) => {
             let mut committee = Vec::new();
             for path in &members {
@@ -305,15 +309,35 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 ..DevDeployConfig::default()
             };
             let url = rpc.url.clone();
-            let d = meshd_chain::deploy_dev(rpc.url, payer.signer()?, &config)
+            let signer = payer.signer()?;
+            let d = meshd_chain::deploy_dev(rpc.url.clone(), signer.clone(), &config)
                 .await
                 .with_context(|| format!("deploying to {url}"))?;
+            if fund_members > 0 {
+                let provider =
+                    ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(rpc.url);
+                let wei = U256::from(fund_members) * U256::from(10u64).pow(U256::from(18u64));
+                for member in &config.committee {
+                    let to = Address::from(member.anchor_address.0);
+                    let request = TransactionRequest::default().with_to(to).with_value(wei);
+                    provider
+                        .send_transaction(request)
+                        .await
+                        .with_context(|| format!("funding {to}"))?
+                        .get_receipt()
+                        .await
+                        .with_context(|| format!("funding {to}"))?;
+                }
+            }
             println!("registry:      {}", d.registry);
             println!("anchor:        {}", d.anchor);
             println!("token:         {}", d.token);
             println!("distributor:   {}", d.distributor);
             println!("certificate:   {}", d.certificate);
             println!("committee:     {} members", members.len());
+            if fund_members > 0 {
+                println!("funded:        {fund_members} ether to each member's anchor account");
+            }
             println!();
             println!("[chain]");
             println!("rpc_url = \"{url}\"");
@@ -399,22 +423,22 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Prove(prove) => {
             let store = open_store(&prove.source().store)?;
+            let settled = settlement(&store, prove.source())?;
             let (source, item, leaves): (_, _, Vec<Hash32>) = match prove {
                 ProveCommand::Report { source, report_id } => {
-                    let ids = store.reports(Region(source.region), source.epoch)?;
-                    let leaves = ids.iter().map(|(id, _)| merkle::report_leaf(id)).collect();
+                    let leaves = settled.report_ids.iter().map(merkle::report_leaf).collect();
                     (source, Item::Report { report_id }, leaves)
                 }
-                ProveCommand::Reward { source, id, amounts } => {
-                    let list = read_amounts(&amounts)?;
-                    let leaves = list.iter().map(|(g, u)| merkle::reward_leaf(&GatewayId(g.0), *u)).collect();
-                    let units = amount_of(&list, &id.0, &amounts)?;
+                ProveCommand::Reward { source, id } => {
+                    let list = &settled.rewards;
+                    let leaves = list.iter().map(|(g, u)| merkle::reward_leaf(g, *u)).collect();
+                    let units = amount_of(list, &id, "rewarded no units to gateway", &source)?;
                     (source, Item::Reward { gateway_id: Hash32(id.0), units }, leaves)
                 }
-                ProveCommand::Energy { source, id, amounts } => {
-                    let list = read_amounts(&amounts)?;
-                    let leaves = list.iter().map(|(m, wh)| merkle::energy_leaf(&MeterId(m.0), *wh)).collect();
-                    let wh = amount_of(&list, &id.0, &amounts)?;
+                ProveCommand::Energy { source, id } => {
+                    let list = &settled.energy;
+                    let leaves = list.iter().map(|(m, wh)| merkle::energy_leaf(m, *wh)).collect();
+                    let wh = amount_of(list, &id, "credited no energy to meter", &source)?;
                     (source, Item::Energy { meter_id: Hash32(id.0), wh }, leaves)
                 }
             };
@@ -510,45 +534,39 @@ fn read_proof(path: &Path) -> anyhow::Result<Proof> {
         .with_context(|| format!("{} is not a meshd proof (docs/chain.md §12)", path.display()))
 }
 
-/// An id in an amounts file: a peer-id form or 32-byte hex.
-#[derive(Deserialize)]
-struct AmountEntry {
-    id: String,
-    amount: u64,
-}
-
-fn parse_id(text: &str) -> Option<[u8; 32]> {
-    if let Ok(hash) = text.parse::<Hash32>() {
-        return Some(hash.0);
+/// What the store kept of the decided summary of `source`'s region and epoch.
+fn settlement(store: &SledStore, source: &Source) -> anyhow::Result<Settlement> {
+    let region = Region(source.region);
+    if let Some(settled) = store.settlement(region, source.epoch)? {
+        return Ok(settled);
     }
-    text.parse::<GatewayId>().ok().map(|g| g.0)
+    match store.summary(region, source.epoch)? {
+        None => bail!(
+            "the store has no finalized summary of region {:x} epoch {}; fix: check the region and \
+             epoch, or wait until the epoch is final",
+            source.region,
+            source.epoch
+        ),
+        Some(_) => bail!(
+            "the store has the summary of region {:x} epoch {} but not what it settled: only a committee \
+             member that judged the decided proposal keeps that; fix: prove from such a member's store",
+            source.region,
+            source.epoch
+        ),
+    }
 }
 
-fn read_amounts(path: &Path) -> anyhow::Result<Vec<(Hash32, u64)>> {
-    let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let entries: Vec<AmountEntry> = serde_json::from_str(&text).with_context(|| {
-        format!("{} is not a list of {{\"id\": …, \"amount\": …}} entries", path.display())
-    })?;
-    entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            parse_id(&e.id).map(|id| (Hash32(id), e.amount)).ok_or_else(|| {
-                anyhow!(
-                    "{} entry {i}: `{}` is not an id (12D3KooW… or 0x and 64 hex digits)",
-                    path.display(),
-                    e.id
-                )
-            })
-        })
-        .collect()
-}
-
-fn amount_of(list: &[(Hash32, u64)], id: &[u8; 32], path: &Path) -> anyhow::Result<u64> {
+/// The amount of `id` in a settlement's list.
+fn amount_of<Id: PartialEq + std::fmt::Display>(
+    list: &[(Id, u64)],
+    id: &Id,
+    missing: &str,
+    source: &Source,
+) -> anyhow::Result<u64> {
     list.iter()
-        .find(|(i, _)| i.0 == *id)
+        .find(|(i, _)| i == id)
         .map(|(_, amount)| *amount)
-        .ok_or_else(|| anyhow!("{} lists no amount for {}", path.display(), Hash32(*id)))
+        .ok_or_else(|| anyhow!("epoch {} of region {:x} {missing} {id}", source.epoch, source.region))
 }
 
 fn revert_reason(error: &alloy::contract::Error) -> String {

@@ -22,7 +22,7 @@ use meshd_protocol::keys::{AnchorKey, KeyFile, Keypair};
 use meshd_protocol::merkle::{self, MerkleTree};
 use meshd_protocol::message::{Certificate, EpochSummary, Message, Vote, VoteStep};
 use meshd_protocol::{GatewayId, Hash32, codec};
-use meshd_storage::{FinalizedSummary, Options, SledStore, StoreExt};
+use meshd_storage::{FinalizedSummary, Options, Settlement, SledStore, Store, StoreExt};
 
 const REGION: Region = Region(0x8a2a1072b59ffff);
 const CELL: &str = "8a2a1072b59ffff";
@@ -121,7 +121,23 @@ fn fill_store(path: &Path, rewards: &[(GatewayId, u64)]) -> (Vec<EpochSummary>, 
             summary: codec::summary_hash(&summary).unwrap(),
             signatures: Vec::new(),
         };
-        store.put_summary(&FinalizedSummary { summary: summary.clone(), certificate }).unwrap();
+        let mut batch = meshd_storage::Batch::new();
+        batch.put_summary(&FinalizedSummary { summary: summary.clone(), certificate }).unwrap();
+        // What the epochs settled, as a committee member keeps it; epoch 3's
+        // is missing, as at a gateway that only followed that decision.
+        if epoch < 3 {
+            let rewards = if epoch == 2 { rewards.to_vec() } else { Vec::new() };
+            let settlement = Settlement {
+                region: REGION,
+                epoch,
+                report_ids: epoch_ids.clone(),
+                rewards,
+                energy: Vec::new(),
+            };
+            settlement.check_against(&summary).unwrap();
+            batch.put_settlement(&settlement).unwrap();
+        }
+        store.apply(&batch).unwrap();
         summaries.push(summary);
         ids.push(epoch_ids);
     }
@@ -248,11 +264,24 @@ async fn deploy_register_anchor_prove_verify_and_claim_through_the_cli() {
     let err = fails(&["verify", tampered_path.to_str().unwrap(), "--rpc-url", &url, "--contract", &anchor]);
     assert!(err.contains("does not verify"), "{err}");
 
-    // A member's reward: proven from the epoch's reward list, claimed once.
-    let amounts = dir.path().join("rewards.json");
-    let list: Vec<serde_json::Value> =
-        rewards.iter().map(|(g, u)| serde_json::json!({ "id": g.to_string(), "amount": u })).collect();
-    fs::write(&amounts, serde_json::to_string(&list).unwrap()).unwrap();
+    // An epoch whose settlement the store lacks cannot be proven from it.
+    let err = fails(&[
+        "prove",
+        "report",
+        "--store",
+        &store_arg,
+        "--region",
+        CELL,
+        "--epoch",
+        "3",
+        "--report-id",
+        &ids[3][0].to_string(),
+        "--anchor-every",
+        "4",
+    ]);
+    assert!(err.contains("but not what it settled"), "{err}");
+
+    // A member's reward: proven from the epoch's settlement, claimed once.
     let reward_proof = dir.path().join("reward.json");
     let gateway = rewards[1].0.to_string();
     succeeds(&[
@@ -266,8 +295,6 @@ async fn deploy_register_anchor_prove_verify_and_claim_through_the_cli() {
         "2",
         "--id",
         &gateway,
-        "--amounts",
-        amounts.to_str().unwrap(),
         "--anchor-every",
         "4",
         "--out",

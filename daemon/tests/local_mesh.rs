@@ -20,6 +20,8 @@ use meshd_protocol::geo::{Location, Region};
 use meshd_protocol::message::{Message, MeterReading, MeterStatus};
 use meshd_storage::{Options, SledStore, StoreExt};
 
+mod support;
+
 /// Epoch length: the shortest the configuration allows, to keep the test short.
 const EPOCH_S: u64 = 10;
 /// Grace period after each epoch.
@@ -95,7 +97,10 @@ impl Gateway {
 
     fn log(&self) -> String {
         let log = fs::read_to_string(self.dir.join("meshd.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        // Without gossipsub's warnings about the node's own resends, which
+        // its duplicate cache refuses (they say nothing about a failure).
+        let tail: Vec<&str> =
+            log.lines().rev().filter(|l| !l.contains("already been published")).take(40).collect();
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 }
@@ -106,8 +111,26 @@ impl Drop for Gateway {
     }
 }
 
+/// A loopback port free for TCP and UDP, below Linux's ephemeral range
+/// (32768–60999): a port handed out from that range can be taken by any
+/// outgoing connection (to anvil, say) before its gateway binds it; one
+/// below it stays free. Ports are handed out once per test process.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    /// Where this process's ports start: spread over 20000–29999 by process
+    /// id, so that test binaries running at once rarely probe the same ones.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = 20_000 + (std::process::id() % 10_000) as u16;
+    let _ = NEXT.compare_exchange(0, start, Ordering::Relaxed, Ordering::Relaxed);
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(port < 32_768, "no free port left below the ephemeral range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
 }
 
 fn now_s() -> u64 {
@@ -135,8 +158,22 @@ fn wait_until(what: &str, timeout: Duration, gateways: &[Gateway], mut done: imp
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let logs: Vec<String> =
-        gateways.iter().map(|g| format!("--- {}\n{}", g.dir.display(), g.log())).collect();
+    // Each gateway's log tail and its node counters (refusals by reason,
+    // proposals and votes), which tell why an epoch did not decide.
+    let logs: Vec<String> = gateways
+        .iter()
+        .map(|g| {
+            let counters = get_blocking(g.api, "/metrics", Duration::from_secs(2))
+                .map(|(_, text)| {
+                    text.lines()
+                        .filter(|l| l.starts_with("meshd_node_") && !l.starts_with('#'))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_default();
+            format!("--- {}\n{}\n{counters}", g.dir.display(), g.log())
+        })
+        .collect();
     panic!("timed out waiting until {what}\n{}", logs.join("\n"));
 }
 
@@ -279,6 +316,8 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     // Blocks every second, so that anchors gather their confirmations.
     let anvil = runtime.block_on(chain::Anvil::start_on(free_port(), &["--block-time", "1"]));
+    // Gateway 1 also takes meter readings from an MQTT broker.
+    let broker = runtime.block_on(support::mosquitto::Broker::start());
     let url = anvil.url.to_string();
     let root = tempfile::tempdir().expect("tempdir");
     let (mut gateways, dirs) = mesh(root.path(), false);
@@ -314,11 +353,13 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
     );
     // Each gateway gets the chain section, and funds on its anchor account:
     // it pays for the anchors it submits.
-    for gateway in &gateways {
+    for (n, gateway) in gateways.iter().enumerate() {
         let text = fs::read_to_string(&gateway.config).expect("config");
+        let meters =
+            if n == 1 { format!("\n[meters]\nmqtt_url = {:?}\n", broker.url()) } else { String::new() };
         // No synthetic meters: the only energy is the registered meter's below.
         let text = text.replace("[synthetic]\nenabled = true\n", "[synthetic]\nenabled = true\nmeters = 0\n");
-        fs::write(&gateway.config, format!("{text}{section}")).expect("config");
+        fs::write(&gateway.config, format!("{text}{section}{meters}")).expect("config");
         let key = fs::read_to_string(gateway.dir.join("keys/gateway.key")).expect("key");
         let address =
             meshd_protocol::keys::KeyFile::parse(&key).expect("key file").anchor.address().to_string();
@@ -433,8 +474,10 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
     };
     // Unknown until the gateway has read the registration (every 5 s).
     let mut accepted = (0, String::new());
+    let mut accepted_end = 0;
     wait_until("a reading of the registered meter is accepted", Duration::from_secs(20), &gateways, || {
-        accepted = post(&reading(&meter, 1, now_s() - 1, 1_000));
+        accepted_end = now_s() - 1;
+        accepted = post(&reading(&meter, 1, accepted_end, 1_000));
         accepted.0 != 403
     });
     assert_eq!(accepted.0, 200, "{}", accepted.1);
@@ -472,25 +515,111 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
         metric(&gateways[0], "meshd_meter_readings_rejected_total{source=\"http\",reason=\"unknown_meter\"}")
             >= 1
     );
+
+    // The meter's next reading over MQTT, to gateway 1: its interval starts
+    // where the accepted one ended or later.
+    let end = now_s().max(accepted_end + 5);
+    while now_s() < end {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    runtime.block_on(async {
+        let client = support::mosquitto::TestClient::connect(&broker, "meter-test").await;
+        client.publish("meshd/meter/readings", reading(&meter, 2, end, 1_005).into_bytes()).await;
+        // QoS 1 is delivered once the client's event loop has sent it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    });
+    wait_until("gateway 1 accepts the reading sent over MQTT", Duration::from_secs(20), &gateways, || {
+        metric(&gateways[1], "meshd_meter_readings_accepted_total{source=\"mqtt\"}") == 1
+    });
+
     let until = gateways[1].status().map_or(0, |s| s.current_epoch) + 1;
-    wait_until("the reading's epoch is final everywhere", epoch * 4, &gateways, || {
+    wait_until("the readings' epochs are final everywhere", epoch * 4, &gateways, || {
         gateways.iter().all(|g| g.last_finalized().is_some_and(|e| e >= until))
+    });
+    // Every range up to the readings' epochs is anchored on the chain.
+    let anchor_address: alloy::primitives::Address = anchor.parse().expect("address");
+    let ranges: Vec<meshd_chain::EpochRange> = (0..=until)
+        .step_by(ANCHOR_EVERY as usize)
+        .map(|from| meshd_chain::EpochRange { from, to: from + ANCHOR_EVERY - 1 })
+        .collect();
+    wait_until("the readings' epochs are anchored", epoch * 4 + Duration::from_secs(30), &gateways, || {
+        ranges
+            .iter()
+            .all(|range| !runtime.block_on(chain::root_of(&anvil.url, anchor_address, *range)).is_zero())
     });
     for gateway in &mut gateways {
         gateway.stop();
     }
-    // Every store counts the one reading, once: 5 Wh over all epochs.
+    // Every store counts the two readings, once each: 10 Wh over all epochs.
     let region = Region::of(Location::check(u64::from_str_radix(&cell, 16).expect("cell")).expect("cell"), 4)
         .expect("region");
+    let mut credited = Vec::new();
+    let trail: String = gateways
+        .iter()
+        .flat_map(|g| {
+            let log = g.log();
+            let name = g.dir.display().to_string();
+            log.lines()
+                .filter(|l| l.contains("attested") || l.contains("finalized") || l.contains("publish"))
+                .map(|l| format!("{name}: {l}\n"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     for dir in &dirs {
         let store = SledStore::open(dir.join("data"), Options::default()).expect("store");
         let last = store.latest_summary(region).expect("read").expect("a summary").summary.epoch;
-        let energy: u64 = (0..=last)
+        credited = (0..=last)
             .filter_map(|e| store.summary(region, e).expect("read"))
-            .map(|f| f.summary.energy_wh)
-            .sum();
-        assert_eq!(energy, 5, "{}", dir.display());
+            .filter(|f| f.summary.energy_wh > 0)
+            .map(|f| (f.summary.epoch, f.summary.energy_wh))
+            .collect();
+        assert_eq!(
+            credited.iter().map(|(_, wh)| wh).sum::<u64>(),
+            10,
+            "{}: last finalized epoch {last}, credited (epoch, Wh) {credited:?}\n{trail}",
+            dir.display()
+        );
     }
+
+    // The meter's energy and one accepted report, proven from a committee
+    // member's store (any that judged the decided proposal keeps what it
+    // settled) and verified against the anchored root.
+    let (energy_epoch, wh) = credited[0];
+    let settled = |dir: &PathBuf| {
+        let store = SledStore::open(dir.join("data"), Options::default()).expect("store");
+        store.settlement(region, energy_epoch).expect("read")
+    };
+    let (store_dir, settlement) = dirs
+        .iter()
+        .find_map(|dir| settled(dir).map(|s| (dir.join("data"), s)))
+        .expect("a member kept what the epoch settled");
+    assert!(settlement.energy.iter().any(|(m, e)| *m == meter.meter_id() && *e == wh), "{settlement:?}");
+    let prove = |what: &str, epoch: u64, id_flag: &str, id: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_meshd"))
+            .args(["prove", what, "--store"])
+            .arg(&store_dir)
+            .args(["--region", &format!("{:x}", region.0), "--epoch", &epoch.to_string(), id_flag, id])
+            .arg("--anchor-every")
+            .arg(ANCHOR_EVERY.to_string())
+            .output()
+            .expect("meshd prove");
+        assert!(out.status.success(), "prove {what}: {}", String::from_utf8_lossy(&out.stderr));
+        let path = root.path().join(format!("{what}.json"));
+        fs::write(&path, &out.stdout).expect("proof");
+        let out = Command::new(env!("CARGO_BIN_EXE_meshd"))
+            .arg("verify")
+            .arg(&path)
+            .args(["--rpc-url", &url, "--contract", &anchor])
+            .output()
+            .expect("meshd verify");
+        assert!(out.status.success(), "verify {what}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let verified = prove("energy", energy_epoch, "--id", &meter.meter_id().to_string());
+    assert!(verified.starts_with(&format!("OK {wh} Wh of meter")), "{verified}");
+    let report_id = settlement.report_ids[0];
+    let verified = prove("report", energy_epoch, "--report-id", &report_id.to_string());
+    assert!(verified.starts_with(&format!("OK report {report_id}")), "{verified}");
 }
 
 /// The value of the metric line starting with `series` in the text of

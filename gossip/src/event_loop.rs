@@ -807,14 +807,20 @@ impl EventLoop {
     }
 
     /// Runs every [`Config::maintenance_interval`]: redials known peers when
-    /// alone, looks for more peers below the target, renews relay reservations.
+    /// alone, redials the persistent peers (and, below the target, the
+    /// bootstrap peers: one that restarted knows nobody until dialled) when
+    /// not connected to them, looks for more peers below the target, renews
+    /// relay reservations.
     fn maintain(&mut self) {
         let connected = self.swarm.connected_peers().count();
         if connected == 0 {
             self.connect_to_known_peers();
         } else {
-            let persistent: Vec<Multiaddr> = self.config.peers.clone();
-            for address in persistent {
+            let mut redial: Vec<Multiaddr> = self.config.peers.clone();
+            if connected < self.config.target_peers {
+                redial.extend(self.config.bootstrap.iter().cloned());
+            }
+            for address in redial {
                 if let Some(Protocol::P2p(peer)) = address.iter().last()
                     && !self.swarm.is_connected(&peer)
                 {

@@ -265,6 +265,20 @@ pub enum Record {
         /// Its certificate.
         certificate: Certificate,
     },
+    /// What a decided summary settled, persisted with [`Record::Finalized`]
+    /// when this member judged the decided proposal (it holds the reports):
+    /// the lists under the summary's three roots, for proofs. Never read
+    /// back by the node.
+    Settled {
+        /// The epoch.
+        epoch: u64,
+        /// The accepted reports' ids, ascending (`reports_root`'s leaves).
+        report_ids: Vec<Hash32>,
+        /// Rewarded gateways and their units, by id (`rewards_root`'s leaves).
+        rewards: Vec<(GatewayId, u64)>,
+        /// Credited meters and their Wh, by id (`energy_root`'s leaves).
+        energy: Vec<(MeterId, u64)>,
+    },
     /// A report this gateway signed (beacon, witness or meter attestation),
     /// stored before it is published or its beacon transmitted. On start it
     /// is offered to the epoch's pool again and republished while its epoch
@@ -433,6 +447,9 @@ pub struct Metrics {
     pub meter_attested: u64,
     /// Meter readings refused, by reason code ([`meter::Reason::as_str`]).
     pub meter_refused: BTreeMap<&'static str, u64>,
+    /// Proposer turns passed because this node started after the epoch's
+    /// reports began to arrive (see [`Node`]'s proposing rule).
+    pub proposals_deferred: u64,
 }
 
 /// Where an epoch stands, for the status endpoint.
@@ -531,6 +548,10 @@ impl Registry {
 
 /// The gateway's brain. See the crate docs for the run loop.
 pub struct Node {
+    /// When this node restarted (it had a store to restore): an epoch that
+    /// opened before holds only the reports gossiped since (gossip does not
+    /// replay). `None` on a first start with an empty store.
+    restarted_ms: Option<u64>,
     config: Config,
     key: Keypair,
     me: GatewayId,
@@ -565,6 +586,7 @@ impl Node {
         let domain = Domain::new(&config.network);
         let registry = Registry::new(registry);
         let mut node = Node {
+            restarted_ms: (!stored.records.is_empty()).then_some(now_ms),
             config,
             key,
             me,
@@ -636,6 +658,7 @@ impl Node {
                 Record::Registry { from_epoch, members } => {
                     node.registries.insert(from_epoch, Registry::new(members));
                 }
+                Record::Settled { .. } => {}
                 Record::Meter { meter, state } => {
                     let last = node.meters.entry(meter).or_insert(state);
                     if state.sequence > last.sequence {
@@ -1404,7 +1427,13 @@ impl Node {
         let valid = match reports {
             None => false,
             Some(reports) => match pool::summarize(ctx, &reports) {
-                Ok(summary) => summary == proposed.summary,
+                Ok(summary) if summary == proposed.summary => true,
+                // The reports pass, but this member sums them up otherwise
+                // (another previous summary, committee or registry).
+                Ok(_) => {
+                    *self.metrics.refused.entry("summary_mismatch").or_default() += 1;
+                    false
+                }
                 Err((_, reason)) => {
                     *self.metrics.refused.entry(reason.as_str()).or_default() += 1;
                     false
@@ -1464,7 +1493,7 @@ impl Node {
                     && self.certificate_valid(epoch, &summary, &certificate)
                 {
                     self.metrics.caught_up += 1;
-                    self.finalize(*summary, *certificate);
+                    self.finalize(*summary, *certificate, None);
                     self.catch_up();
                 }
             }
@@ -1565,6 +1594,18 @@ impl Node {
                 instance.set_validity(hash, true, &mut actions);
             }
             self.apply(epoch, actions);
+            return;
+        }
+        // A member that restarted after the epoch opened missed the reports
+        // gossiped before: a summary of its pool would leave them out, and
+        // valid as it is, it would be decided. It lets the
+        // round time out (it prevotes nil like everyone) until every member
+        // had a turn, then proposes what it has, so that a committee that
+        // all restarted still decides.
+        let opened_before = |restarted| self.config.clock.start_ms(epoch).is_ok_and(|at| at < restarted);
+        let missed = self.restarted_ms.is_some_and(opened_before);
+        if value.is_none() && missed && (round as usize) < self.committee(epoch).members().len() {
+            self.metrics.proposals_deferred += 1;
             return;
         }
         let Some(ctx) = self.context(epoch) else { return };
@@ -1693,6 +1734,7 @@ impl Node {
         };
         let proposer_index = self.instance(epoch).proposer(round);
         let proposer = self.committee(epoch).members().get(proposer_index).copied();
+        let settled = self.settled(epoch, &proposed);
         let summary = proposed.summary;
         if proposer == Some(self.me) {
             for message in [Message::EpochSummary(summary.clone()), Message::Certificate(certificate.clone())]
@@ -1704,10 +1746,20 @@ impl Node {
                 }
             }
         }
-        self.finalize(summary, certificate);
+        self.finalize(summary, certificate, settled);
     }
 
-    fn finalize(&mut self, summary: EpochSummary, certificate: Certificate) {
+    /// The [`Record::Settled`] of a decided proposal whose reports the pool
+    /// holds (it was judged valid, so they settle as its summary says).
+    fn settled(&self, epoch: u64, proposed: &Proposed) -> Option<Record> {
+        let ctx = self.context(epoch)?;
+        let state = self.epochs.get(&epoch)?;
+        let reports: Option<Vec<&Report>> = proposed.report_ids.iter().map(|id| state.pool.get(id)).collect();
+        let (rewards, energy) = pool::settle(&ctx, &reports?).ok()?;
+        Some(Record::Settled { epoch, report_ids: proposed.report_ids.clone(), rewards, energy })
+    }
+
+    fn finalize(&mut self, summary: EpochSummary, certificate: Certificate, settled: Option<Record>) {
         let epoch = summary.epoch;
         if self.finalized.contains_key(&epoch) {
             return;
@@ -1723,7 +1775,9 @@ impl Node {
             state.poll_at = None;
         }
         let id = self.id_next();
-        self.push(Output::Persist { id, batch: vec![Record::Finalized { summary, certificate }] });
+        let mut batch = vec![Record::Finalized { summary, certificate }];
+        batch.extend(settled);
+        self.push(Output::Persist { id, batch });
         let mut after = vec![Output::Event(Event::Finalized { epoch, round, summary: hash })];
         if let Some(anchor) = self.anchor(epoch) {
             after.push(anchor);

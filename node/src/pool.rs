@@ -620,12 +620,7 @@ pub fn summarize(ctx: &Context, reports: &[&Report]) -> Result<EpochSummary, (Ha
         return Err((w[1].id, Reason::NotSorted));
     }
     let counted = count(ctx, reports)?;
-    let mut tally = RewardTally::new();
-    for (beacon_id, (beaconer, _)) in &counted.beacons {
-        let mut ws = counted.witnesses.get(beacon_id).cloned().unwrap_or_default();
-        ws.sort();
-        tally.add_beacon(&ctx.rewards, beaconer, &ws);
-    }
+    let tally = tally(ctx, &counted);
     let witness_count: usize = counted.witnesses.values().map(Vec::len).sum();
     Ok(EpochSummary {
         region: ctx.region,
@@ -641,6 +636,30 @@ pub fn summarize(ctx: &Context, reports: &[&Report]) -> Result<EpochSummary, (Ha
         energy_wh: counted.energy.values().fold(0u64, |sum, wh| sum.saturating_add(*wh)),
         committee_hash: ctx.committee_hash,
     })
+}
+
+/// The rewards of the counted beacons and their witnesses.
+fn tally(ctx: &Context, counted: &Counted<'_>) -> RewardTally {
+    let mut tally = RewardTally::new();
+    for (beacon_id, (beaconer, _)) in &counted.beacons {
+        let mut ws = counted.witnesses.get(beacon_id).cloned().unwrap_or_default();
+        ws.sort();
+        tally.add_beacon(&ctx.rewards, beaconer, &ws);
+    }
+    tally
+}
+
+/// The lists under a summary's rewards and energy roots, as [`summarize`]
+/// builds those roots from the same `reports`: every rewarded gateway with
+/// its units, and every credited meter with its Wh, each in id order.
+pub type Settled = (Vec<(GatewayId, u64)>, Vec<(MeterId, u64)>);
+
+/// What the listed reports settle (see [`Settled`]); refused as
+/// [`summarize`] refuses them.
+pub fn settle(ctx: &Context, reports: &[&Report]) -> Result<Settled, (Hash32, Reason)> {
+    let counted = count(ctx, reports)?;
+    let rewards = tally(ctx, &counted).iter().map(|(g, u)| (*g, *u)).collect();
+    Ok((rewards, counted.energy.into_iter().collect()))
 }
 
 /// The hash of a summary, [`Hash32::ZERO`] if it cannot be encoded (never for

@@ -210,6 +210,10 @@ pub struct Outcome {
     pub attested: BTreeMap<u64, (u32, u64)>,
     /// A free-form description of the run, for failure messages.
     pub label: String,
+    /// Settlements persisted with a finalized summary ([`Record::Settled`]).
+    pub settled: u64,
+    /// Settlements whose lists do not rebuild their summary's roots, named.
+    pub unsettled: Vec<String>,
 }
 
 impl Outcome {
@@ -224,6 +228,9 @@ impl Outcome {
                     return Err(format!("epoch {epoch}: node {i} finalized {hash}, another {other}"));
                 }
             }
+        }
+        if let Some(first) = self.unsettled.first() {
+            return Err(first.clone());
         }
         let mut votes: BTreeMap<(GatewayId, u64, u32, VoteStep), Option<Hash32>> = BTreeMap::new();
         for (signer, epoch, round, step, value) in &self.honest_votes {
@@ -495,6 +502,32 @@ impl Sim {
         self.slots[i].node.is_some()
     }
 
+    /// Checks that a settlement persisted in `batch` rebuilds the roots of
+    /// the summary beside it.
+    fn check_settled(&mut self, node: usize, batch: &[Record]) {
+        use meshd_protocol::merkle::{energy_leaf, reward_leaf};
+        for record in batch {
+            let Record::Settled { epoch, report_ids, rewards, energy } = record else { continue };
+            self.outcome.settled += 1;
+            let summary = batch.iter().find_map(|r| match r {
+                Record::Finalized { summary, .. } if summary.epoch == *epoch => Some(summary),
+                _ => None,
+            });
+            let rebuilt = summary.is_some_and(|s| {
+                MerkleTree::new(report_ids.iter().map(report_leaf)).root() == s.reports_root
+                    && MerkleTree::new(rewards.iter().map(|(g, u)| reward_leaf(g, *u))).root()
+                        == s.rewards_root
+                    && MerkleTree::new(energy.iter().map(|(m, wh)| energy_leaf(m, *wh))).root()
+                        == s.energy_root
+            });
+            if !rebuilt {
+                self.outcome.unsettled.push(format!(
+                    "node {node} epoch {epoch}: its settlement does not rebuild its summary's roots"
+                ));
+            }
+        }
+    }
+
     /// Runs until every epoch of the setup is decided everywhere it can be,
     /// or the virtual deadline passes; returns the outcome.
     pub fn run(mut self) -> Outcome {
@@ -604,8 +637,13 @@ impl Sim {
                 if self.slots[node].incarnation != incarnation || !self.alive(node) {
                     return; // the write died with the process
                 }
+                self.check_settled(node, &batch);
                 let votes = batch.iter().filter(|r| matches!(r, Record::Vote(_))).count() as u64;
-                self.slots[node].store.extend(batch);
+                // Settlements serve proofs and are never read back on
+                // restart: a simulated store need not hold them.
+                self.slots[node]
+                    .store
+                    .extend(batch.into_iter().filter(|r| !matches!(r, Record::Settled { .. })));
                 if votes > 0 {
                     self.slots[node].votes_persisted += votes;
                     let k = self.slots[node].votes_persisted;

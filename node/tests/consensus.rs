@@ -56,6 +56,9 @@ fn assert_all_finalized(outcome: &Outcome, nodes: &[usize], seed: u64) {
 fn all_honest(n: usize, seed: u64) {
     let outcome = run(Setup::honest(n, seed));
     assert_all_finalized(&outcome, &(0..n).collect::<Vec<_>>(), seed);
+    // Members that judged the decided proposals kept what they settled
+    // (check_safety checked that each rebuilds its summary's roots).
+    assert!(outcome.settled > 0, "seed {seed}: no settlement persisted");
 }
 
 #[test]

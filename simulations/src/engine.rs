@@ -669,7 +669,10 @@ impl<'w> Shard<'w> {
                 if self.slots[node as usize].incarnation != incarnation || !self.alive(node) {
                     return; // the write died with the process
                 }
-                self.slots[node as usize].store.extend(batch);
+                // Settlements serve proofs and are never read back on
+                // restart: a simulated store need not hold them.
+                let kept = batch.into_iter().filter(|r| !matches!(r, Record::Settled { .. }));
+                self.slots[node as usize].store.extend(kept);
                 self.drive(node, Input::Persisted { now_ms: self.now, id });
             }
             Ev::Heard { to, heard } => {

@@ -10,9 +10,11 @@
 //! [`SCHEMA_VERSION`](crate::SCHEMA_VERSION) with a migration.
 
 use bincode::{Decode, Encode};
-use meshd_protocol::Hash32;
 use meshd_protocol::codec::{self, CERTIFICATE_LIMIT, CodecError, EPOCH_SUMMARY_LIMIT};
+use meshd_protocol::geo::Region;
+use meshd_protocol::merkle::{self, MerkleTree};
 use meshd_protocol::message::{Certificate, EpochSummary};
+use meshd_protocol::{GatewayId, Hash32, MeterId};
 
 /// Limit of a [`MeterState`]: its fixed encoding is four `u64`s, 32 bytes.
 pub const METER_STATE_LIMIT: usize = 4 * 8;
@@ -26,6 +28,16 @@ pub const ANCHOR_RECORD_LIMIT: usize = 16 + 32 + 33 + 9;
 
 /// Limit of the schema version in the meta tree: one `u32`.
 pub const SCHEMA_VERSION_LIMIT: usize = 4;
+
+/// The most entries each list of a [`Settlement`] may hold: 1,440, four
+/// times an epoch's report cap of 360, so that a decided list split into
+/// proposal parts (up to four, as planned in meshd-node) still fits.
+pub const SETTLEMENT_MAX_ENTRIES: usize = 4 * 360;
+
+/// Limit of a [`Settlement`]: region and epoch (16), three list lengths
+/// (8 each), then every list full: report ids of 32 bytes, rewards and
+/// energy entries of 40 (a 32-byte id and a `u64`).
+pub const SETTLEMENT_LIMIT: usize = 16 + 3 * 8 + SETTLEMENT_MAX_ENTRIES * (32 + 40 + 40);
 
 /// What a gateway remembers about a meter between readings: enough to check
 /// the next reading (sequence and register move forward) and to issue energy
@@ -68,6 +80,65 @@ impl FinalizedSummary {
                 "the certificate is for summary {}, but the summary's hash is {hash}",
                 certificate.summary
             ));
+        }
+        Ok(())
+    }
+}
+
+/// What a decided summary settled: the lists its three roots are built
+/// over, kept so that anyone holding the store can prove a report, a reward
+/// or a meter's energy under an anchored root without recomputing the epoch.
+/// Only a gateway that judged the decided proposal (a committee member
+/// holding its reports) has one; the lists are in the order of their trees'
+/// leaves (ids ascending).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Settlement {
+    /// The region.
+    pub region: Region,
+    /// The epoch.
+    pub epoch: u64,
+    /// The accepted reports' ids (the leaves of `reports_root`).
+    pub report_ids: Vec<Hash32>,
+    /// Every rewarded gateway with its units (the leaves of `rewards_root`).
+    pub rewards: Vec<(GatewayId, u64)>,
+    /// Every credited meter with its Wh (the leaves of `energy_root`).
+    pub energy: Vec<(MeterId, u64)>,
+}
+
+impl Settlement {
+    /// Checks that the lists rebuild the roots of `summary` (same region and
+    /// epoch too): a settlement that does not is never stored.
+    pub fn check_against(&self, summary: &EpochSummary) -> Result<(), String> {
+        if (self.region, self.epoch) != (summary.region, summary.epoch) {
+            return Err(format!(
+                "the settlement is for region {:#x} epoch {}, the summary for region {:#x} epoch {}",
+                self.region.0, self.epoch, summary.region.0, summary.epoch
+            ));
+        }
+        let roots = [
+            (
+                "reports_root",
+                summary.reports_root,
+                MerkleTree::new(self.report_ids.iter().map(merkle::report_leaf)),
+            ),
+            (
+                "rewards_root",
+                summary.rewards_root,
+                MerkleTree::new(self.rewards.iter().map(|(g, u)| merkle::reward_leaf(g, *u))),
+            ),
+            (
+                "energy_root",
+                summary.energy_root,
+                MerkleTree::new(self.energy.iter().map(|(m, wh)| merkle::energy_leaf(m, *wh))),
+            ),
+        ];
+        for (name, expected, tree) in roots {
+            if tree.root() != expected {
+                return Err(format!(
+                    "the settlement's list rebuilds {name} {}, the summary has {expected}",
+                    tree.root()
+                ));
+            }
         }
         Ok(())
     }
@@ -116,6 +187,7 @@ record!(MeterState, METER_STATE_LIMIT, "meter_state");
 record!(FinalizedSummary, FINALIZED_SUMMARY_LIMIT, "finalized_summary");
 record!(AnchorRecord, ANCHOR_RECORD_LIMIT, "anchor_record");
 record!(u32, SCHEMA_VERSION_LIMIT, "schema_version");
+record!(Settlement, SETTLEMENT_LIMIT, "settlement");
 
 #[cfg(test)]
 mod tests {

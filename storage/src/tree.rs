@@ -28,12 +28,24 @@ pub enum Tree {
     Anchors,
     /// Store-wide facts such as the schema version.
     Meta,
+    /// What each decided summary settled, for proofs:
+    /// `region ‖ epoch` → [`crate::Settlement`]. Added after schema 1 was
+    /// fixed; a store without it reads as one without settlements.
+    Settlements,
 }
 
 impl Tree {
     /// Every tree, in a fixed order (the order of [`Tree::index`]).
-    pub const ALL: [Tree; 7] =
-        [Tree::Reports, Tree::Beacons, Tree::Meters, Tree::Summaries, Tree::Votes, Tree::Anchors, Tree::Meta];
+    pub const ALL: [Tree; 8] = [
+        Tree::Reports,
+        Tree::Beacons,
+        Tree::Meters,
+        Tree::Summaries,
+        Tree::Votes,
+        Tree::Anchors,
+        Tree::Meta,
+        Tree::Settlements,
+    ];
 
     /// The tree's name on disk and in messages. Changing a name is a schema change.
     pub fn name(self) -> &'static str {
@@ -45,6 +57,7 @@ impl Tree {
             Tree::Votes => "votes",
             Tree::Anchors => "anchors",
             Tree::Meta => "meta",
+            Tree::Settlements => "settlements",
         }
     }
 
@@ -59,6 +72,7 @@ impl Tree {
             Tree::Votes => 4,
             Tree::Anchors => 5,
             Tree::Meta => 6,
+            Tree::Settlements => 7,
         }
     }
 }

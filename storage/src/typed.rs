@@ -15,7 +15,7 @@ use meshd_protocol::{Hash32, MeterId};
 use crate::batch::Batch;
 use crate::error::{Error, hex_key};
 use crate::key::{self, SCHEMA_VERSION_KEY, VoteKey};
-use crate::record::{AnchorRecord, FinalizedSummary, MeterState, Record};
+use crate::record::{AnchorRecord, FinalizedSummary, MeterState, Record, Settlement};
 use crate::store::{Entry, Scan, Store};
 use crate::tree::Tree;
 
@@ -70,6 +70,26 @@ impl Batch {
         let bytes = finalized.to_bytes().map_err(Error::Encode)?;
         let key = key::region_epoch(finalized.summary.region, finalized.summary.epoch);
         Ok(self.put(Tree::Summaries, key, bytes))
+    }
+
+    /// Adds what a summary settled under its region and epoch. Pair it with
+    /// the summary ([`Batch::put_summary`], same batch) and check it first
+    /// with [`Settlement::check_against`]: the store takes it as given.
+    pub fn put_settlement(&mut self, settlement: &Settlement) -> Result<&mut Self, Error> {
+        for (name, len) in [
+            ("report ids", settlement.report_ids.len()),
+            ("rewards", settlement.rewards.len()),
+            ("energy entries", settlement.energy.len()),
+        ] {
+            if len > crate::record::SETTLEMENT_MAX_ENTRIES {
+                return Err(Error::Inconsistent(format!(
+                    "a settlement holds at most {} {name}, this one {len}",
+                    crate::record::SETTLEMENT_MAX_ENTRIES
+                )));
+            }
+        }
+        let bytes = settlement.to_bytes().map_err(Error::Encode)?;
+        Ok(self.put(Tree::Settlements, key::region_epoch(settlement.region, settlement.epoch), bytes))
     }
 
     /// Adds an anchor under its epoch range, refusing an empty range.
@@ -199,6 +219,16 @@ pub trait StoreExt: Store {
         let key = key::region_epoch(region, epoch);
         match self.get(Tree::Summaries, &key)? {
             Some(bytes) => decode(self, Tree::Summaries, &key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// What the finalized summary of `region` and `epoch` settled, when this
+    /// store's gateway judged it (see [`Settlement`]).
+    fn settlement(&self, region: Region, epoch: u64) -> Result<Option<Settlement>, Error> {
+        let key = key::region_epoch(region, epoch);
+        match self.get(Tree::Settlements, &key)? {
+            Some(bytes) => decode(self, Tree::Settlements, &key, &bytes).map(Some),
             None => Ok(None),
         }
     }

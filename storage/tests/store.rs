@@ -6,12 +6,13 @@ mod support;
 use std::ops::Bound;
 
 use meshd_protocol::geo::Region;
+use meshd_protocol::merkle::{self, MerkleTree};
 use meshd_protocol::message::BeaconId;
-use meshd_protocol::{Hash32, MeterId, codec};
+use meshd_protocol::{GatewayId, Hash32, MeterId, codec};
 use meshd_storage::key::{self, Step, VoteKey};
 use meshd_storage::{
-    AnchorRecord, Batch, Error, MemoryStore, MeterState, Options, SCHEMA_VERSION, Scan, SledStore, Store,
-    StoreExt, Tree, VoteOutcome,
+    AnchorRecord, Batch, Error, MemoryStore, MeterState, Options, SCHEMA_VERSION, Scan, Settlement,
+    SledStore, Store, StoreExt, Tree, VoteOutcome,
 };
 use support::{REGION, finalized, witness};
 
@@ -105,6 +106,41 @@ on_both_backends! {
         };
         store.put_meter_state(&meter, &state).expect("put");
         assert_eq!(store.meter_state(&meter).expect("get"), Some(state));
+    }
+
+    a_settlement_reads_back_and_checks_against_its_summary(store) {
+        let settlement = Settlement {
+            region: REGION,
+            epoch: 7,
+            report_ids: vec![Hash32([1; 32]), Hash32([2; 32])],
+            rewards: vec![(GatewayId([3; 32]), 40), (GatewayId([4; 32]), 2)],
+            energy: vec![(MeterId([5; 32]), 1_250)],
+        };
+        let mut summary = finalized(REGION, 7).summary;
+        summary.reports_root = MerkleTree::new(settlement.report_ids.iter().map(merkle::report_leaf)).root();
+        summary.rewards_root =
+            MerkleTree::new(settlement.rewards.iter().map(|(g, u)| merkle::reward_leaf(g, *u))).root();
+        summary.energy_root =
+            MerkleTree::new(settlement.energy.iter().map(|(m, wh)| merkle::energy_leaf(m, *wh))).root();
+        assert_eq!(settlement.check_against(&summary), Ok(()));
+        let mut batch = Batch::new();
+        batch.put_settlement(&settlement).expect("put");
+        store.apply(&batch).expect("apply");
+        assert_eq!(store.settlement(REGION, 7).expect("get"), Some(settlement.clone()));
+        assert_eq!(store.settlement(REGION, 8).expect("get"), None);
+
+        // A list that does not rebuild its root is named.
+        let mut wrong = settlement.clone();
+        wrong.energy[0].1 += 1;
+        let error = wrong.check_against(&summary).expect_err("another energy root");
+        assert!(error.contains("energy_root"), "{error}");
+        let mut elsewhere = settlement.clone();
+        elsewhere.epoch = 8;
+        assert!(elsewhere.check_against(&summary).is_err());
+        // Past its limit it is refused before anything is written.
+        let mut huge = settlement;
+        huge.report_ids = vec![Hash32([1; 32]); meshd_storage::record::SETTLEMENT_MAX_ENTRIES + 1];
+        assert!(matches!(Batch::new().put_settlement(&huge), Err(Error::Inconsistent(_))));
     }
 
     summaries_read_back_and_latest_is_the_highest_epoch(store) {

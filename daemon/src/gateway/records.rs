@@ -6,6 +6,7 @@
 //! | `Record::Vote` | votes | `region ‖ epoch ‖ round ‖ step` (1 prevote, 2 precommit) |
 //! | `Record::Finalized` | summaries | `region ‖ epoch` |
 //! | `Record::Report` (own reports) | reports | `region ‖ epoch ‖ report id` |
+//! | `Record::Settled` | settlements | `region ‖ epoch` (with its summary only) |
 //! | `Record::Meter` | meters | `meter id` |
 //! | `Record::Registry` | meta | `"registry" ‖ region ‖ first epoch` → member ids, 32 bytes each |
 //!
@@ -21,7 +22,7 @@ use meshd_protocol::message::{Message, VoteStep};
 use meshd_protocol::rules::meter;
 use meshd_protocol::{GatewayId, MeterId};
 use meshd_storage::key::{Step, VoteKey};
-use meshd_storage::record::{FinalizedSummary, MeterState};
+use meshd_storage::record::{FinalizedSummary, MeterState, Settlement};
 use meshd_storage::{Batch, Scan, Store, StoreExt, Tree};
 
 /// Why records could not be stored or loaded.
@@ -104,6 +105,28 @@ pub fn batch(records: &[Record], region: Region) -> Result<Batch, RecordsError> 
             Record::Report(envelope) => {
                 let (region, epoch) = report_place(envelope)?;
                 batch.put_report(region, epoch, envelope)?;
+            }
+            Record::Settled { epoch, report_ids, rewards, energy } => {
+                let settlement = Settlement {
+                    region,
+                    epoch: *epoch,
+                    report_ids: report_ids.clone(),
+                    rewards: rewards.clone(),
+                    energy: energy.clone(),
+                };
+                // Stored only beside its summary and only when its lists
+                // rebuild the summary's roots: a proof from it then holds.
+                let summary = records.iter().find_map(|r| match r {
+                    Record::Finalized { summary, .. } if summary.epoch == *epoch => Some(summary),
+                    _ => None,
+                });
+                match summary.map(|summary| settlement.check_against(summary)) {
+                    Some(Ok(())) => {
+                        batch.put_settlement(&settlement)?;
+                    }
+                    Some(Err(reason)) => tracing::warn!(epoch, %reason, "settlement not stored"),
+                    None => tracing::warn!(epoch, "settlement without its summary not stored"),
+                }
             }
             Record::Meter { meter, state } => {
                 batch.put_meter_state(

@@ -31,6 +31,7 @@ use meshd_protocol::message::{
 };
 use meshd_protocol::reward::{RewardParams, RewardTally};
 use meshd_protocol::rules::witness;
+use meshd_protocol::signature;
 use meshd_protocol::{GatewayId, Hash32, codec, keccak256};
 
 use crate::meter::MeterModel;
@@ -58,6 +59,14 @@ pub const MAX_EVENTS_AT_ONE_MOMENT: u64 = 5_000_000;
 pub const METER_DELAY_MS: u64 = 1_000;
 /// Bytes of digest input buffered before they are folded into the hash.
 const DIGEST_CHUNK: usize = 1 << 16;
+/// Signature verdicts a shard remembers per generation (two are kept). Every
+/// member of a region verifies each gossiped message; remembered, the curve
+/// arithmetic is done once per message instead of once per member. A region
+/// of a hundred gateways publishes a few thousand signed messages an epoch
+/// (beacon and witness reports, votes), so two generations of this many span
+/// the epoch a message is verified in, and the fetches of its decision,
+/// at a few hundred bytes an entry (tens of MB per worker thread).
+const REMEMBERED_VERDICTS: usize = 1 << 15;
 
 /// Counters shared with the progress display.
 #[derive(Debug, Default)]
@@ -352,6 +361,8 @@ pub fn run(
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = order.get(k) else { break };
                     let (region, members) = &regions[i];
+                    // A memo per shard: the thread holds one region's messages at a time.
+                    let _verdicts = signature::remember_verdicts(REMEMBERED_VERDICTS);
                     let result = Shard::new(s, world, clock, *region, members).run(progress);
                     progress.shards_done.fetch_add(1, Ordering::Relaxed);
                     if let Ok(mut all) = results.lock() {

@@ -59,6 +59,9 @@ pub const MAX_EVENTS_AT_ONE_MOMENT: u64 = 5_000_000;
 pub const METER_DELAY_MS: u64 = 1_000;
 /// Bytes of digest input buffered before they are folded into the hash.
 const DIGEST_CHUNK: usize = 1 << 16;
+/// Longest base latency of a link, ms: ten seconds is a link that works
+/// only just; the log-normal tail beyond it is cut. Fits a `u16`.
+const MAX_BASE_LATENCY_MS: u64 = 10_000;
 /// Signature verdicts a shard remembers per generation (two are kept). Every
 /// member of a region verifies each gossiped message; remembered, the curve
 /// arithmetic is done once per message instead of once per member. A region
@@ -301,6 +304,9 @@ struct Shard<'w> {
     meter_ids: u64,
     deadline: u64,
     last_progress: u64,
+    /// Base latency per ordered pair of members (`a * n + b`), ms, drawn on
+    /// first use; 0 until then (a base is at least 1 ms).
+    link_ms: Vec<u16>,
 }
 
 /// The node configuration of a simulated gateway.
@@ -426,8 +432,7 @@ impl<'w> Shard<'w> {
             .collect();
         let deadline = clock.decides_at_ms(s.epochs - 1 + DEADLINE_EPOCHS).unwrap_or(u64::MAX);
         let honest = slots.iter().filter(|sl| sl.role == Role::Honest).count();
-        let mut meters = MeterModel::new(s);
-        meters.retain_gateways(|g| local.contains_key(&g));
+        let meters = MeterModel::of_gateways(s, |g| local.contains_key(&g));
         let mut shard = Shard {
             scenario: s,
             world,
@@ -462,6 +467,7 @@ impl<'w> Shard<'w> {
             meter_ids: 0,
             deadline,
             last_progress: GENESIS_MS,
+            link_ms: vec![0; n * n],
         };
         shard.schedule_faults();
         for i in 0..n as u32 {
@@ -555,12 +561,18 @@ impl<'w> Shard<'w> {
     /// the seed, plus uniform jitter per message.
     fn latency(&mut self, a: u32, b: u32) -> u64 {
         let n = &self.scenario.network;
-        let ga = self.slots[a as usize].global as u64;
-        let gb = self.slots[b as usize].global as u64;
-        let mut link = derived(self.scenario.seed, b"link", ga << 32 | gb);
-        let base = n.latency_median_ms * (n.latency_sigma * crate::world::normal(&mut link)).exp();
+        let pair = a as usize * self.slots.len() + b as usize;
+        let mut base = self.link_ms[pair];
+        if base == 0 {
+            let ga = self.slots[a as usize].global as u64;
+            let gb = self.slots[b as usize].global as u64;
+            let mut link = derived(self.scenario.seed, b"link", ga << 32 | gb);
+            let drawn = n.latency_median_ms * (n.latency_sigma * crate::world::normal(&mut link)).exp();
+            base = (drawn.round() as u64).clamp(1, MAX_BASE_LATENCY_MS) as u16;
+            self.link_ms[pair] = base;
+        }
         let jitter = if n.jitter_ms > 0 { self.rng.next_u64() % (n.jitter_ms + 1) } else { 0 };
-        (base.round() as u64).clamp(1, 10_000) + jitter
+        u64::from(base) + jitter
     }
 
     /// When a copy of `size` bytes sent now by `from` leaves its uplink.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use meshd_node::committee::committee_region;
+use meshd_node::committee::committee_regions;
 use meshd_node::sim::Rng;
 use meshd_protocol::geo::{Location, Region};
 use meshd_protocol::keys::Keypair;
@@ -218,23 +218,13 @@ impl World {
         }
         // Committee regions from asserted locations, as the chain's registry has them.
         let registry: Vec<(GatewayId, Location)> = gateways.iter().map(|g| (g.id, g.location)).collect();
-        let mut homes: BTreeMap<Region, Vec<usize>> = BTreeMap::new();
-        for (i, g) in gateways.iter().enumerate() {
-            let home = Region::of(g.location, p.region_resolution).map_err(|_| WorldError::Location(i))?;
-            homes.entry(home).or_default().push(i);
-        }
+        // One pass per resolution over the registry (the node's own rule).
+        let committees = committee_regions(p.region_resolution, &registry);
         let mut regions: BTreeMap<Region, Vec<usize>> = BTreeMap::new();
-        for (home, members) in homes {
-            let region = if members.len() >= meshd_node::committee::MIN_COMMITTEE {
-                home
-            } else {
-                // Only the gateways near this cell matter for its ancestors' counts.
-                committee_region(home, &registry)
-            };
-            for i in members {
-                gateways[i].region = region;
-                regions.entry(region).or_default().push(i);
-            }
+        for (i, g) in gateways.iter_mut().enumerate() {
+            let region = *committees.get(&g.id).ok_or(WorldError::Location(i))?;
+            g.region = region;
+            regions.entry(region).or_default().push(i);
         }
         for members in regions.values_mut() {
             members.sort_unstable();

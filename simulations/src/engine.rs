@@ -251,6 +251,41 @@ impl Ev {
     }
 }
 
+/// An event in a shard's queue, which pops the earliest `(at, seq)` first;
+/// sequence numbers are unique, so the order is total.
+#[derive(Debug)]
+struct Queued {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl Queued {
+    fn key(&self) -> Reverse<(u64, u64)> {
+        Reverse((self.at, self.seq))
+    }
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
 struct Slot {
     global: usize,
     node: Option<Node>,
@@ -283,8 +318,7 @@ struct Shard<'w> {
     slots: Vec<Slot>,
     local: BTreeMap<usize, u32>,
     registry: Vec<GatewayId>,
-    queue: BinaryHeap<Reverse<(u64, u64)>>,
-    events: BTreeMap<u64, Ev>,
+    queue: BinaryHeap<Queued>,
     seq: u64,
     now: u64,
     rng: Rng,
@@ -441,7 +475,6 @@ impl<'w> Shard<'w> {
             local,
             registry,
             queue: BinaryHeap::new(),
-            events: BTreeMap::new(),
             seq: 0,
             now: GENESIS_MS,
             rng,
@@ -542,8 +575,7 @@ impl<'w> Shard<'w> {
 
     fn schedule(&mut self, at: u64, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Reverse((at, self.seq)));
-        self.events.insert(self.seq, ev);
+        self.queue.push(Queued { at, seq: self.seq, ev });
     }
 
     fn alive(&self, i: u32) -> bool {
@@ -603,8 +635,7 @@ impl<'w> Shard<'w> {
     fn run(mut self, progress: &Progress) -> ShardResult {
         let mut same_moment = 0u64;
         let mut events = 0u64;
-        while let Some(Reverse((at, seq))) = self.queue.pop() {
-            let Some(ev) = self.events.remove(&seq) else { continue };
+        while let Some(Queued { at, ev, .. }) = self.queue.pop() {
             if at > self.deadline {
                 break;
             }

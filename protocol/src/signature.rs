@@ -36,6 +36,21 @@
 //! are refused before batching, and non-canonical `s` values are refused
 //! without batching so they cannot make a whole batch fail. Honest signers
 //! (RFC 8032) produce torsion-free `R` and `A`, which every rule accepts.
+//!
+//! # Remembered verdicts
+//!
+//! The verdict is a function of the key, the message and the signature
+//! alone. A process that hosts many nodes, each verifying the same gossiped
+//! message (the simulator runs a whole region on one thread), can call
+//! [`remember_verdicts`]: until the returned guard is dropped, [`verify`],
+//! [`verify_raw`] and [`verify_batch`] on that thread look the exact bytes
+//! (key, signature and whole message) up among the verdicts already reached
+//! and compute only the ones not found. Every caller gets the verdict it
+//! would have computed; only the curve arithmetic is shared. Nothing is
+//! remembered unless asked for, so a daemon verifies every message itself.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
@@ -72,8 +87,12 @@ impl From<IdError> for SignatureError {
 
 /// Checks a raw signature with the cofactored equation (see the module docs).
 pub fn verify_raw(signer: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> Result<(), SignatureError> {
-    let key = parse_key(signer)?;
-    verify_with_key(&key, message, signature)
+    if let Some(verdict) = recall(signer, message, signature) {
+        return verdict;
+    }
+    let verdict = parse_key(signer).and_then(|key| verify_with_key(&key, message, signature));
+    remember(signer, message, signature, &verdict);
+    verdict
 }
 
 /// Checks an envelope's signature in `domain`.
@@ -130,6 +149,30 @@ pub struct Item<'a> {
 /// one batch attempt; callers that expect hostile input should keep batches
 /// small or per-peer.
 pub fn verify_batch(items: &[Item<'_>]) -> Vec<Result<(), SignatureError>> {
+    let recalled: Vec<Option<Result<(), SignatureError>>> =
+        items.iter().map(|item| recall(item.signer, item.message, item.signature)).collect();
+    if recalled.iter().all(Option::is_some) {
+        return recalled.into_iter().flatten().collect();
+    }
+    let unknown: Vec<Item<'_>> =
+        items.iter().zip(&recalled).filter(|(_, r)| r.is_none()).map(|(item, _)| *item).collect();
+    let mut computed = compute_batch(&unknown).into_iter();
+    items
+        .iter()
+        .zip(recalled)
+        .map(|(item, recalled)| match recalled {
+            Some(verdict) => verdict,
+            None => {
+                // `computed` holds one verdict per unknown item, in order.
+                let verdict = computed.next().unwrap_or(Err(SignatureError::Mismatch));
+                remember(item.signer, item.message, item.signature, &verdict);
+                verdict
+            }
+        })
+        .collect()
+}
+
+fn compute_batch(items: &[Item<'_>]) -> Vec<Result<(), SignatureError>> {
     let mut verdicts: Vec<Result<(), SignatureError>> = vec![Ok(()); items.len()];
     let mut keys = Vec::with_capacity(items.len());
     let mut signatures = Vec::with_capacity(items.len());
@@ -165,4 +208,101 @@ pub fn verify_envelopes(domain: &Domain, envelopes: &[&Envelope]) -> Vec<Result<
         .map(|(e, m)| Item { signer: &e.signer, message: m, signature: &e.signature })
         .collect();
     verify_batch(&items)
+}
+
+/// Verdicts remembered on this thread, while a [`Remembering`] guard lives.
+struct Memo {
+    /// Verdicts reached since the last turnover.
+    current: BTreeMap<Box<[u8]>, Result<(), SignatureError>>,
+    /// Verdicts of the generation before; a hit is copied to `current`.
+    previous: BTreeMap<Box<[u8]>, Result<(), SignatureError>>,
+    /// Entries of `current` that trigger a turnover.
+    capacity: usize,
+    /// Scratch buffer for the lookup key, reused between lookups.
+    key: Vec<u8>,
+}
+
+impl Memo {
+    /// Writes the lookup key: signature first (its `R` differs between any
+    /// two messages, so comparisons end within a few bytes), then key and message.
+    fn fill_key(&mut self, signer: &[u8; 32], message: &[u8], signature: &[u8; 64]) {
+        self.key.clear();
+        self.key.extend_from_slice(signature);
+        self.key.extend_from_slice(signer);
+        self.key.extend_from_slice(message);
+    }
+
+    /// Stores the verdict of the key last filled, turning the generations
+    /// over first when the current one is full.
+    fn keep(&mut self, verdict: Result<(), SignatureError>) {
+        if self.current.len() >= self.capacity {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(self.key.as_slice().into(), verdict);
+    }
+}
+
+thread_local! {
+    static MEMO: RefCell<Option<Memo>> = const { RefCell::new(None) };
+}
+
+/// While alive, verdicts reached on this thread are remembered (see the
+/// module docs); dropping it forgets them and restores what was there before.
+#[must_use = "verdicts are remembered only while the guard lives"]
+pub struct Remembering {
+    outer: Option<Memo>,
+}
+
+impl std::fmt::Debug for Remembering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remembering").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Remembering {
+    fn drop(&mut self) {
+        let outer = self.outer.take();
+        MEMO.with(|m| *m.borrow_mut() = outer);
+    }
+}
+
+/// Remembers verdicts on this thread until the guard is dropped. Memory is
+/// bounded by two generations of `capacity` entries each (every entry holds
+/// its key, signature and message): when one generation fills, the one
+/// before it is forgotten, so a message verified again soon after (the same
+/// gossip reaching every member of a region) is found.
+pub fn remember_verdicts(capacity: usize) -> Remembering {
+    let memo = Memo {
+        current: BTreeMap::new(),
+        previous: BTreeMap::new(),
+        capacity: capacity.max(1),
+        key: Vec::new(),
+    };
+    let outer = MEMO.with(|m| m.borrow_mut().replace(memo));
+    Remembering { outer }
+}
+
+/// The verdict already reached on these exact bytes, if remembered.
+fn recall(signer: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> Option<Result<(), SignatureError>> {
+    MEMO.with(|m| {
+        let mut guard = m.borrow_mut();
+        let memo = guard.as_mut()?;
+        memo.fill_key(signer, message, signature);
+        if let Some(verdict) = memo.current.get(memo.key.as_slice()) {
+            return Some(verdict.clone());
+        }
+        let verdict = memo.previous.get(memo.key.as_slice())?.clone();
+        memo.keep(verdict.clone());
+        Some(verdict)
+    })
+}
+
+/// Remembers a verdict just computed, when verdicts are being remembered.
+fn remember(signer: &[u8; 32], message: &[u8], signature: &[u8; 64], verdict: &Result<(), SignatureError>) {
+    MEMO.with(|m| {
+        let mut guard = m.borrow_mut();
+        let Some(memo) = guard.as_mut() else { return };
+        memo.fill_key(signer, message, signature);
+        memo.keep(verdict.clone());
+    })
 }

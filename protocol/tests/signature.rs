@@ -179,3 +179,34 @@ fn a_signature_that_is_wrong_beyond_torsion_is_refused_in_every_batch() {
     assert!(verdicts[0].is_err());
     assert!(verdicts[1].is_ok());
 }
+
+#[test]
+fn remembered_verdicts_are_the_verdicts_computed_and_die_with_the_guard() {
+    let keys: Vec<SigningKey> = (1..=6).map(key).collect();
+    let publics: Vec<[u8; 32]> = keys.iter().map(|k| k.verifying_key().to_bytes()).collect();
+    let messages: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 30]).collect();
+    let mut signatures: Vec<[u8; 64]> =
+        keys.iter().zip(&messages).map(|(k, m)| k.sign(m).to_bytes()).collect();
+    signatures[2][40] ^= 1; // wrong
+    signatures[4] = torsioned_signature(&keys[4], &messages[4], 5); // valid (cofactored)
+    let items: Vec<Item<'_>> = (0..6)
+        .map(|i| Item { signer: &publics[i], message: &messages[i], signature: &signatures[i] })
+        .collect();
+    let computed: Vec<_> =
+        items.iter().map(|i| signature::verify_raw(i.signer, i.message, i.signature)).collect();
+    {
+        // A capacity of 2 turns the generations over within this test.
+        let _memo = signature::remember_verdicts(2);
+        for _ in 0..3 {
+            for (item, verdict) in items.iter().zip(&computed) {
+                assert_eq!(signature::verify_raw(item.signer, item.message, item.signature), *verdict);
+            }
+            assert_eq!(signature::verify_batch(&items), computed);
+            assert_eq!(signature::verify_batch(&items[1..4]), computed[1..4]);
+        }
+        // The same signature and key on another message is not a remembered one.
+        assert!(signature::verify_raw(&publics[0], b"other bytes", &signatures[0]).is_err());
+        assert!(signature::verify_raw(&publics[1], &messages[0], &signatures[0]).is_err());
+    }
+    assert_eq!(signature::verify_batch(&items), computed);
+}

@@ -31,6 +31,7 @@ use meshd_protocol::message::{
 };
 use meshd_protocol::reward::{RewardParams, RewardTally};
 use meshd_protocol::rules::witness;
+use meshd_protocol::signature;
 use meshd_protocol::{GatewayId, Hash32, codec, keccak256};
 
 use crate::meter::MeterModel;
@@ -58,6 +59,17 @@ pub const MAX_EVENTS_AT_ONE_MOMENT: u64 = 5_000_000;
 pub const METER_DELAY_MS: u64 = 1_000;
 /// Bytes of digest input buffered before they are folded into the hash.
 const DIGEST_CHUNK: usize = 1 << 16;
+/// Longest base latency of a link, ms: ten seconds is a link that works
+/// only just; the log-normal tail beyond it is cut. Fits a `u16`.
+const MAX_BASE_LATENCY_MS: u64 = 10_000;
+/// Signature verdicts a shard remembers per generation (two are kept). Every
+/// member of a region verifies each gossiped message; remembered, the curve
+/// arithmetic is done once per message instead of once per member. A region
+/// of a hundred gateways publishes a few thousand signed messages an epoch
+/// (beacon and witness reports, votes), so two generations of this many span
+/// the epoch a message is verified in, and the fetches of its decision,
+/// at a few hundred bytes an entry (tens of MB per worker thread).
+const REMEMBERED_VERDICTS: usize = 1 << 15;
 
 /// Counters shared with the progress display.
 #[derive(Debug, Default)]
@@ -239,6 +251,41 @@ impl Ev {
     }
 }
 
+/// An event in a shard's queue, which pops the earliest `(at, seq)` first;
+/// sequence numbers are unique, so the order is total.
+#[derive(Debug)]
+struct Queued {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl Queued {
+    fn key(&self) -> Reverse<(u64, u64)> {
+        Reverse((self.at, self.seq))
+    }
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
 struct Slot {
     global: usize,
     node: Option<Node>,
@@ -271,8 +318,7 @@ struct Shard<'w> {
     slots: Vec<Slot>,
     local: BTreeMap<usize, u32>,
     registry: Vec<GatewayId>,
-    queue: BinaryHeap<Reverse<(u64, u64)>>,
-    events: BTreeMap<u64, Ev>,
+    queue: BinaryHeap<Queued>,
     seq: u64,
     now: u64,
     rng: Rng,
@@ -292,6 +338,9 @@ struct Shard<'w> {
     meter_ids: u64,
     deadline: u64,
     last_progress: u64,
+    /// Base latency per ordered pair of members (`a * n + b`), ms, drawn on
+    /// first use; 0 until then (a base is at least 1 ms).
+    link_ms: Vec<u16>,
 }
 
 /// The node configuration of a simulated gateway.
@@ -352,6 +401,8 @@ pub fn run(
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = order.get(k) else { break };
                     let (region, members) = &regions[i];
+                    // A memo per shard: the thread holds one region's messages at a time.
+                    let _verdicts = signature::remember_verdicts(REMEMBERED_VERDICTS);
                     let result = Shard::new(s, world, clock, *region, members).run(progress);
                     progress.shards_done.fetch_add(1, Ordering::Relaxed);
                     if let Ok(mut all) = results.lock() {
@@ -415,8 +466,7 @@ impl<'w> Shard<'w> {
             .collect();
         let deadline = clock.decides_at_ms(s.epochs - 1 + DEADLINE_EPOCHS).unwrap_or(u64::MAX);
         let honest = slots.iter().filter(|sl| sl.role == Role::Honest).count();
-        let mut meters = MeterModel::new(s);
-        meters.retain_gateways(|g| local.contains_key(&g));
+        let meters = MeterModel::of_gateways(s, |g| local.contains_key(&g));
         let mut shard = Shard {
             scenario: s,
             world,
@@ -425,7 +475,6 @@ impl<'w> Shard<'w> {
             local,
             registry,
             queue: BinaryHeap::new(),
-            events: BTreeMap::new(),
             seq: 0,
             now: GENESIS_MS,
             rng,
@@ -451,6 +500,7 @@ impl<'w> Shard<'w> {
             meter_ids: 0,
             deadline,
             last_progress: GENESIS_MS,
+            link_ms: vec![0; n * n],
         };
         shard.schedule_faults();
         for i in 0..n as u32 {
@@ -525,8 +575,7 @@ impl<'w> Shard<'w> {
 
     fn schedule(&mut self, at: u64, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Reverse((at, self.seq)));
-        self.events.insert(self.seq, ev);
+        self.queue.push(Queued { at, seq: self.seq, ev });
     }
 
     fn alive(&self, i: u32) -> bool {
@@ -544,12 +593,18 @@ impl<'w> Shard<'w> {
     /// the seed, plus uniform jitter per message.
     fn latency(&mut self, a: u32, b: u32) -> u64 {
         let n = &self.scenario.network;
-        let ga = self.slots[a as usize].global as u64;
-        let gb = self.slots[b as usize].global as u64;
-        let mut link = derived(self.scenario.seed, b"link", ga << 32 | gb);
-        let base = n.latency_median_ms * (n.latency_sigma * crate::world::normal(&mut link)).exp();
+        let pair = a as usize * self.slots.len() + b as usize;
+        let mut base = self.link_ms[pair];
+        if base == 0 {
+            let ga = self.slots[a as usize].global as u64;
+            let gb = self.slots[b as usize].global as u64;
+            let mut link = derived(self.scenario.seed, b"link", ga << 32 | gb);
+            let drawn = n.latency_median_ms * (n.latency_sigma * crate::world::normal(&mut link)).exp();
+            base = (drawn.round() as u64).clamp(1, MAX_BASE_LATENCY_MS) as u16;
+            self.link_ms[pair] = base;
+        }
         let jitter = if n.jitter_ms > 0 { self.rng.next_u64() % (n.jitter_ms + 1) } else { 0 };
-        (base.round() as u64).clamp(1, 10_000) + jitter
+        u64::from(base) + jitter
     }
 
     /// When a copy of `size` bytes sent now by `from` leaves its uplink.
@@ -580,8 +635,7 @@ impl<'w> Shard<'w> {
     fn run(mut self, progress: &Progress) -> ShardResult {
         let mut same_moment = 0u64;
         let mut events = 0u64;
-        while let Some(Reverse((at, seq))) = self.queue.pop() {
-            let Some(ev) = self.events.remove(&seq) else { continue };
+        while let Some(Queued { at, ev, .. }) = self.queue.pop() {
             if at > self.deadline {
                 break;
             }

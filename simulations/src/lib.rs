@@ -242,7 +242,7 @@ fn meters(s: &Scenario, shards: &[ShardResult]) -> MeterStats {
     let mut t = GENESIS_MS + interval_ms;
     while t <= end {
         let epoch = ((t - 1 - GENESIS_MS) / s.epoch_ms) as usize;
-        for reading in model.readings(t) {
+        for reading in model.production(t) {
             stats.readings += 1;
             stats.outages += u64::from(reading.outage);
             if let Some(e) = per_epoch.get_mut(epoch) {

@@ -41,6 +41,15 @@ pub struct Reading {
     pub outage: bool,
 }
 
+/// One meter's interval as the ground truth counts it.
+#[derive(Clone, Copy, Debug)]
+pub struct Production {
+    /// Energy of the interval, Wh (0 in an outage).
+    pub wh: u64,
+    /// Whether the interval was an outage.
+    pub outage: bool,
+}
+
 /// All meters of a scenario.
 #[derive(Clone, Debug)]
 pub struct MeterModel {
@@ -64,8 +73,17 @@ pub fn daylight(hour: f64) -> f64 {
 impl MeterModel {
     /// The meters of a scenario, attached round-robin to gateways.
     pub fn new(s: &Scenario) -> MeterModel {
+        MeterModel::of_gateways(s, |_| true)
+    }
+
+    /// The meters of a scenario attached to gateways `keep` accepts (a
+    /// region's). Each meter's key and generator come from the seed and its
+    /// number, so a meter reads the same whichever others are kept; only the
+    /// kept ones derive a key.
+    pub fn of_gateways(s: &Scenario, keep: impl Fn(usize) -> bool) -> MeterModel {
         let m = &s.meters;
         let meters = (0..m.count)
+            .filter(|k| keep(k % s.placement.gateways.max(1)))
             .map(|k| {
                 let secret = keccak256(
                     [&s.seed.to_le_bytes()[..], &(k as u64).to_le_bytes()[..], b"sim-meter"].concat(),
@@ -92,11 +110,6 @@ impl MeterModel {
         }
     }
 
-    /// Keeps the meters attached to gateways `keep` accepts (a region's).
-    pub fn retain_gateways(&mut self, keep: impl Fn(usize) -> bool) {
-        self.meters.retain(|m| keep(m.gateway));
-    }
-
     /// Number of meters.
     pub fn len(&self) -> usize {
         self.meters.len()
@@ -108,13 +121,40 @@ impl MeterModel {
     }
 
     /// The readings of every meter for the interval ending at `end_ms`
-    /// (virtual Unix ms), advancing the registers.
+    /// (virtual Unix ms), signed, advancing the registers.
     pub fn readings(&mut self, end_ms: u64) -> Vec<Reading> {
+        let mut out = Vec::with_capacity(self.meters.len());
+        let domain = self.domain.clone();
+        self.advance(end_ms, |meter, reading, wh, outage| {
+            if let Ok(envelope) = Envelope::seal(&domain, &meter.key, &Message::MeterReading(reading)) {
+                out.push(Reading {
+                    gateway: meter.gateway,
+                    meter: meter.key.meter_id(),
+                    envelope,
+                    wh,
+                    outage,
+                });
+            }
+        });
+        out
+    }
+
+    /// What every meter produced in the interval ending at `end_ms`, as
+    /// [`MeterModel::readings`] would read it, without signing (the ground
+    /// truth needs the energy, not the envelopes); advances the registers.
+    pub fn production(&mut self, end_ms: u64) -> Vec<Production> {
+        let mut out = Vec::with_capacity(self.meters.len());
+        self.advance(end_ms, |_, _, wh, outage| out.push(Production { wh, outage }));
+        out
+    }
+
+    /// Draws every meter's interval ending at `end_ms` and hands each
+    /// reading (with its energy and outage flag) to `each`, in meter order.
+    fn advance(&mut self, end_ms: u64, mut each: impl FnMut(&Meter, MeterReading, u64, bool)) {
         let interval_ms = self.interval_s * 1000;
         let start_ms = end_ms.saturating_sub(interval_ms);
         let hour = self.start_hour + (start_ms.saturating_sub(GENESIS_MS)) as f64 * self.hours_per_ms;
         let sun = daylight(hour);
-        let mut out = Vec::with_capacity(self.meters.len());
         for meter in &mut self.meters {
             let outage = unit(&mut meter.rng) < self.outage;
             let clouds = (1.0 + self.noise * normal(&mut meter.rng)).clamp(0.0, 1.0);
@@ -134,17 +174,8 @@ impl MeterModel {
             };
             meter.sequence += 1;
             meter.register_wh += wh;
-            if let Ok(envelope) = Envelope::seal(&self.domain, &meter.key, &Message::MeterReading(reading)) {
-                out.push(Reading {
-                    gateway: meter.gateway,
-                    meter: meter.key.meter_id(),
-                    envelope,
-                    wh,
-                    outage,
-                });
-            }
+            each(meter, reading, wh, outage);
         }
-        out
     }
 }
 
@@ -177,5 +208,32 @@ mod tests {
             }
         }
         assert!(last.iter().any(|wh| *wh > 0));
+    }
+
+    #[test]
+    fn production_is_what_the_readings_carry_and_a_region_reads_as_the_whole() {
+        let mut s = Scenario::default();
+        s.meters.count = 5;
+        s.meters.outage = 0.3;
+        s.placement.gateways = 3;
+        let mut all = MeterModel::new(&s);
+        let mut truth = MeterModel::new(&s);
+        let mut some = MeterModel::of_gateways(&s, |g| g == 1);
+        assert_eq!(some.len(), 2);
+        for k in 1..=6u64 {
+            let end = GENESIS_MS + k * 900_000;
+            let readings = all.readings(end);
+            let produced = truth.production(end);
+            assert_eq!(readings.len(), produced.len());
+            for (r, p) in readings.iter().zip(&produced) {
+                assert_eq!((r.wh, r.outage), (p.wh, p.outage));
+            }
+            let kept: Vec<&Reading> = readings.iter().filter(|r| r.gateway == 1).collect();
+            let region = some.readings(end);
+            assert_eq!(region.len(), kept.len());
+            for (a, b) in region.iter().zip(kept) {
+                assert_eq!(a.envelope, b.envelope);
+            }
+        }
     }
 }

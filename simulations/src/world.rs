@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use meshd_node::committee::committee_region;
+use meshd_node::committee::committee_regions;
 use meshd_node::sim::Rng;
 use meshd_protocol::geo::{Location, Region};
 use meshd_protocol::keys::Keypair;
@@ -218,23 +218,13 @@ impl World {
         }
         // Committee regions from asserted locations, as the chain's registry has them.
         let registry: Vec<(GatewayId, Location)> = gateways.iter().map(|g| (g.id, g.location)).collect();
-        let mut homes: BTreeMap<Region, Vec<usize>> = BTreeMap::new();
-        for (i, g) in gateways.iter().enumerate() {
-            let home = Region::of(g.location, p.region_resolution).map_err(|_| WorldError::Location(i))?;
-            homes.entry(home).or_default().push(i);
-        }
+        // One pass per resolution over the registry (the node's own rule).
+        let committees = committee_regions(p.region_resolution, &registry);
         let mut regions: BTreeMap<Region, Vec<usize>> = BTreeMap::new();
-        for (home, members) in homes {
-            let region = if members.len() >= meshd_node::committee::MIN_COMMITTEE {
-                home
-            } else {
-                // Only the gateways near this cell matter for its ancestors' counts.
-                committee_region(home, &registry)
-            };
-            for i in members {
-                gateways[i].region = region;
-                regions.entry(region).or_default().push(i);
-            }
+        for (i, g) in gateways.iter_mut().enumerate() {
+            let region = *committees.get(&g.id).ok_or(WorldError::Location(i))?;
+            g.region = region;
+            regions.entry(region).or_default().push(i);
         }
         for members in regions.values_mut() {
             members.sort_unstable();
@@ -285,6 +275,12 @@ fn assign_roles(s: &Scenario, rng: &mut Rng) -> Vec<Role> {
 /// Who hears whom: mean RSSI from free-space path loss, clutter and a
 /// per-link log-normal shadowing (the same both ways), kept when a reception
 /// at the best fading could demodulate.
+///
+/// Candidates come from a grid of cells one range wide (the 3 × 3 cells
+/// around a gateway). A link's mean RSSI is the same both ways, so each pair
+/// is drawn once and, when kept, listed for both ends. Each list is in the
+/// order of a scan of the 3 × 3 cells (column by column, then by index within
+/// a cell): the order the engine draws the receivers' fading in.
 fn radio_links(s: &Scenario, gateways: &[Gateway], threshold_dbm: f64) -> Vec<Vec<Link>> {
     let r = &s.radio;
     let f = f64::from(r.frequency_hz);
@@ -298,15 +294,19 @@ fn radio_links(s: &Scenario, gateways: &[Gateway], threshold_dbm: f64) -> Vec<Ve
     for (i, g) in gateways.iter().enumerate() {
         grid.entry(key(g.true_km)).or_default().push(i as u32);
     }
-    let mut links = vec![Vec::new(); gateways.len()];
+    // Per hearer, (scan rank of its cell as seen from the beaconer, link).
+    let mut ranked: Vec<Vec<(u8, Link)>> = vec![Vec::new(); gateways.len()];
     for (a, g) in gateways.iter().enumerate() {
         let (cx, cy) = key(g.true_km);
-        for dx in -1..=1 {
-            for dy in -1..=1 {
+        for dx in -1..=1i64 {
+            for dy in -1..=1i64 {
                 let Some(cands) = grid.get(&(cx + dx, cy + dy)) else { continue };
+                // Cell ranks in the scan order; the other end sees this cell at the opposite offset.
+                let rank = ((dx + 1) * 3 + dy + 1) as u8;
+                let back = ((1 - dx) * 3 + 1 - dy) as u8;
                 for &b in cands {
                     let b_us = b as usize;
-                    if b_us == a {
+                    if b_us <= a {
                         continue;
                     }
                     let h = &gateways[b_us];
@@ -314,16 +314,23 @@ fn radio_links(s: &Scenario, gateways: &[Gateway], threshold_dbm: f64) -> Vec<Ve
                     if d > range_km {
                         continue;
                     }
-                    let (lo, hi) = if a < b_us { (a, b_us) } else { (b_us, a) };
-                    let mut link_rng = derived(s.seed, b"shadow", (lo as u64) << 32 | hi as u64);
+                    let mut link_rng = derived(s.seed, b"shadow", (a as u64) << 32 | b as u64);
                     let shadow = r.shadowing_sigma_db * normal(&mut link_rng);
                     let mean = eirp - fspl_db(d, f) + shadow;
                     if mean + r.fading_db >= threshold_dbm {
-                        links[a].push(Link { to: b, mean_rssi_dbm: mean as f32 });
+                        let mean_rssi_dbm = mean as f32;
+                        ranked[a].push((rank, Link { to: b, mean_rssi_dbm }));
+                        ranked[b_us].push((back, Link { to: a as u32, mean_rssi_dbm }));
                     }
                 }
             }
         }
     }
-    links
+    ranked
+        .into_iter()
+        .map(|mut list| {
+            list.sort_unstable_by_key(|(rank, link)| (*rank, link.to));
+            list.into_iter().map(|(_, link)| link).collect()
+        })
+        .collect()
 }

@@ -74,19 +74,8 @@ const MAX_PENDING_REQUESTS: usize = 1024;
 /// region and epoch, bounded by the pool's own limit on beacons.
 const MAX_PENDING_FRAMES: usize = 1024;
 
-/// How often the peer count in the status is refreshed, and messages that
-/// found no peer are published again.
+/// How often the peer count in the status is refreshed.
 const STATUS_REFRESH: Duration = Duration::from_secs(1);
-
-/// Messages kept for another try after finding no peer on their topic (a
-/// gateway just restarted, say: its republished reports would otherwise be
-/// lost, as gossip never sends them later). 512: a gateway's own reports
-/// and consensus messages of an epoch with room to spare, a few hundred KB.
-const MAX_UNSENT: usize = 512;
-
-/// How long a message that found no peer is tried again, ms: one 15-minute
-/// epoch's worth at most; past that its epoch is over anyway.
-const UNSENT_TTL_MS: u64 = 15 * 60 * 1_000;
 
 /// How long one gossip command may take before the loop gives up on it: the
 /// event loop answers in microseconds unless it is shutting down.
@@ -260,7 +249,6 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
         metrics: node_metrics,
         status: status_tx,
         peers: 0,
-        unsent: std::collections::VecDeque::new(),
         last_anchor: None,
         started_ms,
     };
@@ -304,10 +292,7 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
                 gateway.node.handle_input(Input::Registry { now_ms: clock::now_ms(), as_of_ms, members });
             }
             Some(submission) = meter_rx.recv() => gateway.submit_reading(submission),
-            _ = refresh.tick() => {
-                gateway.refresh_peers().await;
-                gateway.publish_unsent().await;
-            }
+            _ = refresh.tick() => gateway.refresh_peers().await,
         }
     };
     network_stop.cancel();
@@ -384,9 +369,6 @@ struct Gateway {
     metrics: metrics::NodeMetrics,
     status: watch::Sender<Status>,
     peers: usize,
-    /// Messages that found no peer on their topic, with when to give up
-    /// (ms), oldest first; published again every [`STATUS_REFRESH`].
-    unsent: std::collections::VecDeque<(Topic, Vec<u8>, u64)>,
     last_anchor: Option<status::Anchor>,
     started_ms: u64,
 }
@@ -470,35 +452,13 @@ impl Gateway {
     }
 
     async fn publish(&mut self, topic: Topic, bytes: Vec<u8>) {
-        let publish = self.client.publish(gossip_topic(topic), bytes.clone());
+        let publish = self.client.publish(gossip_topic(topic), bytes);
         match tokio::time::timeout(GOSSIP_COMMAND_TIMEOUT, publish).await {
             Ok(Ok(_)) => {}
-            // Alone on the topic (peers not connected yet, or just
-            // restarted): tried again until a peer is there.
-            Ok(Err(meshd_gossip::client::PublishError::NoPeers)) => {
-                if self.unsent.len() >= MAX_UNSENT {
-                    self.unsent.pop_front();
-                    self.metrics.unsent_dropped();
-                }
-                self.unsent.push_back((topic, bytes, clock::now_ms().saturating_add(UNSENT_TTL_MS)));
-            }
+            // Alone on the topic (peers not connected yet): the node resends its
+            // consensus messages until the epoch is decided.
             Ok(Err(error)) => tracing::debug!(%error, ?topic, "publish failed"),
             Err(_) => tracing::warn!(?topic, "publish timed out"),
-        }
-    }
-
-    /// Publishes again the messages that found no peer, while peers are
-    /// connected; keeps those that still find none, until they expire.
-    async fn publish_unsent(&mut self) {
-        if self.unsent.is_empty() || self.peers == 0 {
-            return;
-        }
-        let now_ms = clock::now_ms();
-        let waiting = std::mem::take(&mut self.unsent);
-        for (topic, bytes, until) in waiting {
-            if until > now_ms {
-                self.publish(topic, bytes).await;
-            }
         }
     }
 

@@ -472,16 +472,50 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
     let post = |json: &str| {
         post_blocking(api, "/v1/meter/readings", json, Duration::from_secs(5)).expect("the API answers")
     };
-    // Unknown until the gateway has read the registration (every 5 s).
-    let mut accepted = (0, String::new());
-    let mut accepted_end = 0;
-    wait_until("a reading of the registered meter is accepted", Duration::from_secs(20), &gateways, || {
-        accepted_end = now_s() - 1;
-        accepted = post(&reading(&meter, 1, accepted_end, 1_000));
-        accepted.0 != 403
+    // The first reading over MQTT, to gateway 1; sent again (with a fresh
+    // interval) until the gateway has read the registration (every 5 s).
+    let mqtt = runtime.block_on(support::mosquitto::TestClient::connect(&broker, "meter-test"));
+    let mut mqtt_end = 0;
+    wait_until("gateway 1 accepts a reading sent over MQTT", Duration::from_secs(30), &gateways, || {
+        mqtt_end = now_s() - 1;
+        runtime.block_on(async {
+            mqtt.publish("meshd/meter/readings", reading(&meter, 1, mqtt_end, 1_000).into_bytes()).await;
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+        });
+        metric(&gateways[1], "meshd_meter_readings_accepted_total{source=\"mqtt\"}") == 1
     });
+    // Its epoch is the current one or, in the grace period, the one before;
+    // the ranges holding both are anchored on the chain (to prove the
+    // reading's energy below).
+    let mqtt_epoch = gateways[1].status().map_or(0, |s| s.current_epoch);
+    let anchor_address: alloy::primitives::Address = anchor.parse().expect("address");
+    let ranges: Vec<meshd_chain::EpochRange> = [mqtt_epoch.saturating_sub(1), mqtt_epoch]
+        .iter()
+        .map(|e| e - e % ANCHOR_EVERY)
+        .collect::<std::collections::BTreeSet<u64>>()
+        .into_iter()
+        .map(|from| meshd_chain::EpochRange { from, to: from + ANCHOR_EVERY - 1 })
+        .collect();
+    wait_until(
+        "the MQTT reading's epoch is anchored",
+        epoch * 5 + Duration::from_secs(30),
+        &gateways,
+        || {
+            ranges
+                .iter()
+                .all(|range| !runtime.block_on(chain::root_of(&anvil.url, anchor_address, *range)).is_zero())
+        },
+    );
+
+    // The next reading over HTTP, to gateway 0 (its interval starts long
+    // after the first ended).
+    let (accepted, accepted_end) = {
+        let end = now_s() - 1;
+        (post(&reading(&meter, 2, end, 1_005)), end)
+    };
     assert_eq!(accepted.0, 200, "{}", accepted.1);
     assert!(accepted.1.contains("\"id\""), "{}", accepted.1);
+    assert!(accepted_end > mqtt_end + 5);
     assert_eq!(metric(&gateways[0], "meshd_meter_readings_accepted_total{source=\"http\"}"), 1);
     // Killed right after the acknowledgement, the gateway loses nothing: the
     // attestation and the meter's state were durable before the answer.
@@ -490,7 +524,7 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
     wait_until("gateway 0 answers again", Duration::from_secs(20), &gateways, || {
         gateways[0].status().is_some()
     });
-    let (code, body) = post(&reading(&meter, 1, now_s() - 1, 1_005));
+    let (code, body) = post(&reading(&meter, 2, now_s() - 1, 1_010));
     assert_eq!(code, 409, "the same sequence again: {body}");
     assert!(body.contains("\"rule\""), "{body}");
     let (code, body) = post("{\"meter\": 1}");
@@ -500,10 +534,10 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
     let other = meshd_protocol::keys::Keypair::from_secret([11; 32]);
     let now = now_s();
     for (json, code, rule) in [
-        (signed(&other, meter.meter_id(), 2, now + 6, 1_005, 5), 422, "bad_signature"),
-        (signed(&meter, meter.meter_id(), 2, now + 6, 1_005, 100), 422, "above_capacity"),
-        (signed(&meter, meter.meter_id(), 2, now + 3_600, 1_005, 5), 422, "from_the_future"),
-        (signed(&meter, meter.meter_id(), 2, now + 6, 900, 5), 409, "register_went_back"),
+        (signed(&other, meter.meter_id(), 3, now + 6, 1_010, 5), 422, "bad_signature"),
+        (signed(&meter, meter.meter_id(), 3, now + 6, 1_010, 100), 422, "above_capacity"),
+        (signed(&meter, meter.meter_id(), 3, now + 3_600, 1_010, 5), 422, "from_the_future"),
+        (signed(&meter, meter.meter_id(), 3, now + 6, 900, 5), 409, "register_went_back"),
     ] {
         let (got, body) = post(&json);
         assert_eq!((got, body.contains(&format!("\"rule\":\"{rule}\""))), (code, true), "{rule}: {body}");
@@ -516,37 +550,22 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
             >= 1
     );
 
-    // The meter's next reading over MQTT, to gateway 1: its interval starts
-    // where the accepted one ended or later.
-    let end = now_s().max(accepted_end + 5);
-    while now_s() < end {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    runtime.block_on(async {
-        let client = support::mosquitto::TestClient::connect(&broker, "meter-test").await;
-        client.publish("meshd/meter/readings", reading(&meter, 2, end, 1_005).into_bytes()).await;
-        // QoS 1 is delivered once the client's event loop has sent it.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    });
-    wait_until("gateway 1 accepts the reading sent over MQTT", Duration::from_secs(20), &gateways, || {
-        metric(&gateways[1], "meshd_meter_readings_accepted_total{source=\"mqtt\"}") == 1
-    });
-
     let until = gateways[1].status().map_or(0, |s| s.current_epoch) + 1;
     wait_until("the readings' epochs are final everywhere", epoch * 4, &gateways, || {
         gateways.iter().all(|g| g.last_finalized().is_some_and(|e| e >= until))
     });
-    // Every range up to the readings' epochs is anchored on the chain.
-    let anchor_address: alloy::primitives::Address = anchor.parse().expect("address");
-    let ranges: Vec<meshd_chain::EpochRange> = (0..=until)
-        .step_by(ANCHOR_EVERY as usize)
-        .map(|from| meshd_chain::EpochRange { from, to: from + ANCHOR_EVERY - 1 })
+    let counters: String = gateways
+        .iter()
+        .map(|g| {
+            let text =
+                get_blocking(g.api, "/metrics", Duration::from_secs(2)).map(|(_, t)| t).unwrap_or_default();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("meshd_node_propos") || l.starts_with("meshd_node_refused"))
+                .collect();
+            format!("{}: {}\n", g.dir.display(), lines.join(" | "))
+        })
         .collect();
-    wait_until("the readings' epochs are anchored", epoch * 4 + Duration::from_secs(30), &gateways, || {
-        ranges
-            .iter()
-            .all(|range| !runtime.block_on(chain::root_of(&anvil.url, anchor_address, *range)).is_zero())
-    });
     for gateway in &mut gateways {
         gateway.stop();
     }
@@ -576,7 +595,7 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
         assert_eq!(
             credited.iter().map(|(_, wh)| wh).sum::<u64>(),
             10,
-            "{}: last finalized epoch {last}, credited (epoch, Wh) {credited:?}\n{trail}",
+            "{}: last finalized epoch {last}, credited (epoch, Wh) {credited:?}\n{trail}\n{counters}",
             dir.display()
         );
     }

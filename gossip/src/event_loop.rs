@@ -807,20 +807,14 @@ impl EventLoop {
     }
 
     /// Runs every [`Config::maintenance_interval`]: redials known peers when
-    /// alone, redials the persistent peers (and, below the target, the
-    /// bootstrap peers: one that restarted knows nobody until dialled) when
-    /// not connected to them, looks for more peers below the target, renews
-    /// relay reservations.
+    /// alone, looks for more peers below the target, renews relay reservations.
     fn maintain(&mut self) {
         let connected = self.swarm.connected_peers().count();
         if connected == 0 {
             self.connect_to_known_peers();
         } else {
-            let mut redial: Vec<Multiaddr> = self.config.peers.clone();
-            if connected < self.config.target_peers {
-                redial.extend(self.config.bootstrap.iter().cloned());
-            }
-            for address in redial {
+            let persistent: Vec<Multiaddr> = self.config.peers.clone();
+            for address in persistent {
                 if let Some(Protocol::P2p(peer)) = address.iter().last()
                     && !self.swarm.is_connected(&peer)
                 {

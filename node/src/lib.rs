@@ -138,23 +138,6 @@
 //! certificate of 2f+1 valid commit signatures of the committee: at least f+1
 //! honest members validated it, so it is final without re-validation.
 //!
-//! # Restarted proposers
-//!
-//! Gossip does not replay: a member that restarts (it had a store to
-//! restore) after an epoch opened holds only the reports gossiped since. A summary of that
-//! pool is valid, so it would be decided, and the reports it leaves out
-//! (attestations of acknowledged meter readings among them) would never
-//! count. Such a member therefore passes its proposer turns in that epoch,
-//! unless it re-proposes a locked value: it proposes nothing, its propose
-//! timeout fires as everyone's does and it prevotes nil, so the round moves
-//! to the next proposer. Once every member had a turn (round ≥ committee
-//! size) it proposes what it has, so a committee that all restarted still
-//! decides. Counted as `proposals_deferred`. A first start with an empty
-//! store does not defer: a whole network started after its genesis (a
-//! demo, a test) would otherwise spend its first epoch passing turns, and
-//! a gateway joining a running network enters a committee only from a later
-//! epoch (registry changes apply from the next epoch on).
-//!
 //! # Not done yet
 //!
 //! - Overlapping attestations of one meter are caught within an epoch only:

@@ -447,9 +447,6 @@ pub struct Metrics {
     pub meter_attested: u64,
     /// Meter readings refused, by reason code ([`meter::Reason::as_str`]).
     pub meter_refused: BTreeMap<&'static str, u64>,
-    /// Proposer turns passed because this node started after the epoch's
-    /// reports began to arrive (see [`Node`]'s proposing rule).
-    pub proposals_deferred: u64,
 }
 
 /// Where an epoch stands, for the status endpoint.
@@ -548,10 +545,6 @@ impl Registry {
 
 /// The gateway's brain. See the crate docs for the run loop.
 pub struct Node {
-    /// When this node restarted (it had a store to restore): an epoch that
-    /// opened before holds only the reports gossiped since (gossip does not
-    /// replay). `None` on a first start with an empty store.
-    restarted_ms: Option<u64>,
     config: Config,
     key: Keypair,
     me: GatewayId,
@@ -586,7 +579,6 @@ impl Node {
         let domain = Domain::new(&config.network);
         let registry = Registry::new(registry);
         let mut node = Node {
-            restarted_ms: (!stored.records.is_empty()).then_some(now_ms),
             config,
             key,
             me,
@@ -1594,18 +1586,6 @@ impl Node {
                 instance.set_validity(hash, true, &mut actions);
             }
             self.apply(epoch, actions);
-            return;
-        }
-        // A member that restarted after the epoch opened missed the reports
-        // gossiped before: a summary of its pool would leave them out, and
-        // valid as it is, it would be decided. It lets the
-        // round time out (it prevotes nil like everyone) until every member
-        // had a turn, then proposes what it has, so that a committee that
-        // all restarted still decides.
-        let opened_before = |restarted| self.config.clock.start_ms(epoch).is_ok_and(|at| at < restarted);
-        let missed = self.restarted_ms.is_some_and(opened_before);
-        if value.is_none() && missed && (round as usize) < self.committee(epoch).members().len() {
-            self.metrics.proposals_deferred += 1;
             return;
         }
         let Some(ctx) = self.context(epoch) else { return };

@@ -219,48 +219,12 @@ fn an_epoch_without_a_quorum_shows_as_stalled() {
 }
 
 #[test]
-fn a_proposer_restarted_after_the_epoch_opened_lets_the_others_propose_first() {
-    let members = members();
-    let t = decides_at(&members);
-    let proposer = (0..members.len()).min_by_key(|i| members[*i].id).expect("members");
-    let proposed = |out: &[Output]| {
-        out.iter().any(|o| matches!(o, Output::Persist { batch, .. } if matches!(batch.as_slice(), [Record::Proposal(_)])))
-    };
-    // A first start after the epoch opened (an empty store) proposes: the
-    // whole network may have started late.
-    let mut fresh = node(&members, proposer, Stored::default(), t);
-    fresh.handle_input(Input::Timeout { now_ms: t });
-    assert!(proposed(&drain(&mut fresh)));
-    // Restarted at the decision time (its store had its registry): epoch
-    // 0's reports gossiped before are not in its pool. Its round-0 turn
-    // passes (it proposes nothing) ...
-    let stored = Stored {
-        records: vec![Record::Registry { from_epoch: 0, members: members.iter().map(|m| m.id).collect() }],
-    };
-    let mut n = node(&members, proposer, stored, t);
-    n.handle_input(Input::Timeout { now_ms: t });
-    assert!(!proposed(&drain(&mut n)));
-    assert_eq!(n.metrics().proposals_deferred, 1);
-    // ... and it prevotes nil when the round's propose timeout fires, like
-    // every member waiting for a proposal.
-    let mut prevoted = false;
-    for k in 1..=20 {
-        n.handle_input(Input::Timeout { now_ms: t + k * 1_000 });
-        prevoted |= drain(&mut n).iter().any(
-            |o| matches!(o, Output::Persist { batch, .. } if matches!(batch.as_slice(), [Record::Vote(_)])),
-        );
-    }
-    assert!(prevoted, "the member votes in the round it passed");
-}
-
-#[test]
 fn a_proposer_restarted_after_persisting_its_proposal_sends_the_same_one_again() {
     let members = members();
     let t = decides_at(&members);
     // Round 0 of epoch 0 is proposed by the committee's first member (sorted by id).
     let proposer = (0..members.len()).min_by_key(|i| members[*i].id).expect("members");
-    // Running since genesis: it holds the epoch's whole pool, so it proposes.
-    let mut n = node(&members, proposer, Stored::default(), GENESIS_MS);
+    let mut n = node(&members, proposer, Stored::default(), t);
     n.handle_input(Input::Timeout { now_ms: t });
     let out = drain(&mut n);
     let batch = out

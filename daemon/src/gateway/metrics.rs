@@ -33,12 +33,10 @@ pub struct NodeMetrics {
     caught_up: Counter,
     outputs_dropped: Counter,
     equivocations: Counter,
-    proposals_deferred: Counter,
     current_epoch: Gauge,
     last_finalized_epoch: Gauge,
     stalled: Gauge,
     finality: Histogram,
-    unsent_dropped: Counter,
     last: Metrics,
 }
 
@@ -64,12 +62,10 @@ impl NodeMetrics {
             caught_up: Counter::default(),
             outputs_dropped: Counter::default(),
             equivocations: Counter::default(),
-            proposals_deferred: Counter::default(),
             current_epoch: Gauge::default(),
             last_finalized_epoch: Gauge::default(),
             stalled: Gauge::default(),
             finality: Histogram::new(FINALITY_BUCKETS),
-            unsent_dropped: Counter::default(),
             last: Metrics::default(),
         };
         let node = registry.sub_registry_with_prefix("meshd_node");
@@ -91,11 +87,6 @@ impl NodeMetrics {
             ("caught_up", "Epochs finalized from a fetched certificate", &metrics.caught_up),
             ("outputs_dropped", "Node outputs dropped on a full queue", &metrics.outputs_dropped),
             ("equivocations", "Conflicting proposals or votes seen from one member", &metrics.equivocations),
-            (
-                "proposals_deferred",
-                "Proposer turns passed because the epoch opened before this gateway started",
-                &metrics.proposals_deferred,
-            ),
         ] {
             node.register(name, help, counter.clone());
         }
@@ -117,18 +108,8 @@ impl NodeMetrics {
             "Time from the end of an epoch's grace period (when deciding starts) to its finalization here",
             metrics.finality.clone(),
         );
-        gateway.register(
-            "unsent_dropped",
-            "Messages that found no peer and were dropped from the full retry queue before a peer came",
-            metrics.unsent_dropped.clone(),
-        );
         metrics.last_finalized_epoch.set(-1);
         metrics
-    }
-
-    /// Counts a message dropped from the full queue of messages waiting for a peer.
-    pub fn unsent_dropped(&self) {
-        self.unsent_dropped.inc();
     }
 
     /// Brings the exported counters up to the node's.
@@ -148,7 +129,6 @@ impl NodeMetrics {
             (&self.caught_up, now.caught_up, last.caught_up),
             (&self.outputs_dropped, now.outputs_dropped, last.outputs_dropped),
             (&self.equivocations, now.equivocations, last.equivocations),
-            (&self.proposals_deferred, now.proposals_deferred, last.proposals_deferred),
         ] {
             counter.inc_by(new.saturating_sub(old));
         }

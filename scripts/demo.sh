@@ -16,7 +16,7 @@
 #   DEMO_DIR=./demo bash scripts/demo.sh      # elsewhere than /tmp/meshd-demo
 #   DEMO_PORT=5170 bash scripts/demo.sh       # p2p ports 5171-5174, API 5271-5274
 #   DEMO_RELEASE=1 bash scripts/demo.sh       # an optimised build (slower to build, as a gateway runs)
-#   DEMO_CHAIN=0 bash scripts/demo.sh         # no chain: consensus only (no npm or anvil needed)
+#   DEMO_CHAIN=0 bash scripts/demo.sh         # no chain: consensus only (no anvil)
 #
 # With the chain, anvil listens on 127.0.0.1:$((DEMO_PORT + 200)) (4370 by
 # default) with a block every second; its log is $DEMO_DIR/anvil.log.
@@ -93,18 +93,7 @@ trap stop EXIT INT TERM
 chain_section=""
 network_extra=""
 if [ "$chain" = 1 ]; then
-    # anvil comes from the npm registry (chain/contracts/setup.sh).
-    if ! command -v npm >/dev/null 2>&1; then
-        if [ "$(id -u)" -ne 0 ]; then
-            echo "demo: npm is needed to install anvil; install it with: sudo apt-get install -y nodejs npm" \
-                "(or run without the chain: DEMO_CHAIN=0)" >&2
-            exit 1
-        fi
-        echo "demo: installing nodejs npm" >&2
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
-    fi
+    # anvil comes from the npm registry (npm is installed by scripts/setup.sh).
     bash chain/contracts/setup.sh
     anvil=chain/contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
     rpc_port=$((port + 200))

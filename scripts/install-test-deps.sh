@@ -3,17 +3,17 @@
 #
 # meshd-gossip's NAT traversal test (gossip/tests/nat_traversal.rs) builds its
 # own network namespaces with `ip` (iproute2) and NAT routers with `iptables`
-# masquerade. The contracts' tests (chain/contracts/test.sh) need Node.js and
-# npm for the Solidity compiler and anvil. The ChirpStack MQTT and meter
-# MQTT tests (daemon/tests/chirpstack_mqtt.rs, daemon/tests/meter_ingest.rs)
-# start their own broker from /usr/sbin/mosquitto. All come from Debian packages. The script is idempotent: it
-# installs only what is missing and does nothing when everything is present.
+# masquerade. The ChirpStack MQTT and meter MQTT tests
+# (daemon/tests/chirpstack_mqtt.rs, daemon/tests/local_mesh.rs) start their
+# own broker from /usr/sbin/mosquitto. Node.js and npm, for the contracts'
+# tests, come with scripts/setup.sh. All are Debian packages. The script is
+# idempotent: it installs only what is missing and does nothing when
+# everything is present.
 set -euo pipefail
 
 missing=()
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
-command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 
 if [ "${#missing[@]}" -eq 0 ]; then

@@ -6,6 +6,7 @@
 #   protoc   (protobuf-compiler)  protobuf code generation at build time
 #   google/protobuf/*.proto (libprotobuf-dev)  well-known types chirpstack_api imports
 #   cc       (gcc, libc6-dev)     linker and C parts of dependencies
+#   npm      (nodejs, npm)        installs anvil (demo and tests) and solc (tests)
 #
 # Sourced by scripts/demo.sh and scripts/test.sh; can also be run alone.
 set -euo pipefail
@@ -24,6 +25,7 @@ missing=()
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/timestamp.proto ] || missing+=(libprotobuf-dev)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

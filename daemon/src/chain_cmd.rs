@@ -12,11 +12,11 @@
 //! - `meshd chain mint PROOF --rpc-url URL --contract ADDR (--key-file F | --private-key HEX)`
 //! - `meshd prove report --store DIR --region CELL --epoch E --report-id ID [--anchor-every A] [--out F]`
 //! - `meshd prove reward|energy --store DIR --region CELL --epoch E --id ID [--anchor-every A] [--out F]`
+//! - `meshd verify PROOF --rpc-url URL --contract ADDR`
 //!
 //! Proofs come from what the gateway's store kept of each decided summary
 //! (its settlement: the lists under the summary's roots), which a committee
 //! member of the region keeps for every epoch it judged.
-//! - `meshd verify PROOF --rpc-url URL --contract ADDR`
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -218,22 +218,17 @@ async fn deploy_register_anchor_prove_verify_and_claim_through_the_cli() {
     let report_id = ids[2][3].to_string();
     let store_arg = store_dir.to_str().unwrap().to_owned();
     let proof_arg = report_proof.to_str().unwrap().to_owned();
-    succeeds(&[
-        "prove",
-        "report",
-        "--store",
-        &store_arg,
-        "--region",
-        CELL,
-        "--epoch",
-        "2",
-        "--report-id",
-        &report_id,
-        "--anchor-every",
-        "4",
-        "--out",
-        &proof_arg,
-    ]);
+    // `meshd prove report` of `id` in `epoch` from the store (anchored every 4 epochs).
+    let prove_report = |epoch: &'static str, id: &str| -> Vec<String> {
+        ["prove", "report", "--store", &store_arg, "--region", CELL, "--epoch", epoch, "--report-id", id]
+            .into_iter()
+            .chain(["--anchor-every", "4"])
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut report_args = prove_report("2", &report_id);
+    report_args.extend(["--out".to_owned(), proof_arg.clone()]);
+    succeeds(&args(&report_args));
     let json: serde_json::Value = serde_json::from_str(&fs::read_to_string(&report_proof).unwrap()).unwrap();
     assert_eq!(json["item"]["kind"], "report");
     assert_eq!(json["anchored_root"], root.to_string());
@@ -242,20 +237,7 @@ async fn deploy_register_anchor_prove_verify_and_claim_through_the_cli() {
 
     // A report that is not in the store cannot be proven; a tampered proof does not verify.
     let missing = Hash32([7; 32]).to_string();
-    let err = fails(&[
-        "prove",
-        "report",
-        "--store",
-        &store_arg,
-        "--region",
-        CELL,
-        "--epoch",
-        "2",
-        "--report-id",
-        &missing,
-        "--anchor-every",
-        "4",
-    ]);
+    let err = fails(&args(&prove_report("2", &missing)));
     assert!(err.contains("not in the summary's reports_root"), "{err}");
     // Another accepted report's id with this report's path.
     let tampered = fs::read_to_string(&report_proof).unwrap().replace(&report_id, &ids[2][0].to_string());
@@ -265,20 +247,7 @@ async fn deploy_register_anchor_prove_verify_and_claim_through_the_cli() {
     assert!(err.contains("does not verify"), "{err}");
 
     // An epoch whose settlement the store lacks cannot be proven from it.
-    let err = fails(&[
-        "prove",
-        "report",
-        "--store",
-        &store_arg,
-        "--region",
-        CELL,
-        "--epoch",
-        "3",
-        "--report-id",
-        &ids[3][0].to_string(),
-        "--anchor-every",
-        "4",
-    ]);
+    let err = fails(&args(&prove_report("3", &ids[3][0].to_string())));
     assert!(err.contains("but not what it settled"), "{err}");
 
     // A member's reward: proven from the epoch's settlement, claimed once.
@@ -318,4 +287,9 @@ async fn deploy_register_anchor_prove_verify_and_claim_through_the_cli() {
     ];
     assert!(succeeds(&claim).starts_with("claimed in transaction"));
     assert!(fails(&claim).contains("AlreadyClaimed"));
+}
+
+/// Borrowed arguments of an owned list, for `succeeds` and `fails`.
+fn args(list: &[String]) -> Vec<&str> {
+    list.iter().map(String::as_str).collect()
 }

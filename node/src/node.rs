@@ -1732,6 +1732,9 @@ impl Node {
     /// The [`Record::Settled`] of a decided proposal whose reports the pool
     /// holds (it was judged valid, so they settle as its summary says).
     fn settled(&self, epoch: u64, proposed: &Proposed) -> Option<Record> {
+        if self.finalized.contains_key(&epoch) {
+            return None; // persisted with its summary before
+        }
         let ctx = self.context(epoch)?;
         let state = self.epochs.get(&epoch)?;
         let reports: Option<Vec<&Report>> = proposed.report_ids.iter().map(|id| state.pool.get(id)).collect();

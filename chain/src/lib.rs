@@ -52,6 +52,7 @@
 pub mod anchorer;
 pub mod bindings;
 pub mod collector;
+pub mod committee;
 pub mod decision;
 pub mod deploy;
 /// The EIP-712 digests, shared with the node: see [`meshd_protocol::anchor`].
@@ -65,6 +66,7 @@ pub mod service;
 pub use alloy::transports::http::reqwest::Url;
 pub use anchorer::{AnchorConfig, AnchorOutcome, AnchorSignature, Anchorer, SubmitError, sort_by_signer};
 pub use collector::{Collector, CollectorConfig, Offered, Refused, Submission, sign_anchor};
+pub use committee::{AnchorCommittee, CommitteeError, anchor_committee};
 pub use deploy::{CommitteeMember, DeployError, Deployment, DevDeployConfig, deploy_dev};
 pub use digest::{AnchorDomain, EpochRange, quorum};
 pub use registry::{Gateway, Meter, RegistryError, RegistryEvent, RegistryReader, RegistryView};

@@ -83,17 +83,29 @@ impl SummaryLeaf {
         })
     }
 
+    /// The fields of a summary leaf as the anchoring gateway stored them.
+    pub fn from_anchored(leaf: &merkle::AnchorLeaf) -> SummaryLeaf {
+        SummaryLeaf {
+            region: leaf.region.0,
+            epoch: leaf.epoch,
+            summary_hash: leaf.summary_hash,
+            reports_root: leaf.reports_root,
+            rewards_root: leaf.rewards_root,
+            energy_root: leaf.energy_root,
+        }
+    }
+
     /// The leaf hash, as `AnchoredSummary.leaf` computes it.
     pub fn hash(&self) -> Hash32 {
-        use merkle::AbiValue::{Bytes32, Uint};
-        merkle::leaf_hash(&[
-            Uint(u128::from(self.region)),
-            Uint(u128::from(self.epoch)),
-            Bytes32(self.summary_hash.0),
-            Bytes32(self.reports_root.0),
-            Bytes32(self.rewards_root.0),
-            Bytes32(self.energy_root.0),
-        ])
+        merkle::AnchorLeaf {
+            region: meshd_protocol::geo::Region(self.region),
+            epoch: self.epoch,
+            summary_hash: self.summary_hash,
+            reports_root: self.reports_root,
+            rewards_root: self.rewards_root,
+            energy_root: self.energy_root,
+        }
+        .hash()
     }
 
     fn abi(&self) -> crate::bindings::distributor::AnchoredSummary::Summary {
@@ -242,8 +254,9 @@ pub enum ProofError {
 
 impl Proof {
     /// Builds the proof of `item` in the summary of `epoch`, given the
-    /// range's finalized summaries (one per epoch, the anchored leaves) and
-    /// every leaf of the item's inner tree (e.g. every accepted report id's
+    /// range's finalized summaries of a single region (one per epoch: the
+    /// anchored leaves when only that region anchors) and every leaf of the
+    /// item's inner tree (e.g. every accepted report id's
     /// [`merkle::report_leaf`]), checking that they rebuild the summary's root.
     pub fn build(
         range: EpochRange,
@@ -252,24 +265,39 @@ impl Proof {
         item: Item,
         inner_leaves: &[Hash32],
     ) -> Result<Proof, ProofError> {
-        if epoch < range.from || epoch > range.to {
-            return Err(ProofError::EpochOutsideRange { epoch, range });
-        }
         let mut leaves = Vec::with_capacity(summaries.len());
-        let mut target = None;
         for e in range.from..=range.to {
             let summary = summaries
                 .iter()
                 .find(|s| s.epoch == e)
                 .ok_or(ProofError::MissingSummary { range, epoch: e })?;
-            let leaf = SummaryLeaf::of(summary)?;
-            if e == epoch {
-                target = Some((leaves.len(), leaf));
-            }
-            leaves.push(leaf.hash());
+            leaves.push(SummaryLeaf::of(summary)?);
         }
-        let (index, summary) = target.ok_or(ProofError::MissingSummary { range, epoch })?;
-        let outer = MerkleTree::new(leaves.iter().copied());
+        let region = leaves.first().map_or(0, |l| l.region);
+        Proof::build_over(range, &leaves, region, epoch, item, inner_leaves)
+    }
+
+    /// Builds the proof of `item` in the summary of `region` and `epoch`,
+    /// given every summary leaf the range's root was signed over (all
+    /// regions: what the anchoring gateway stored) and every leaf of the
+    /// item's inner tree, checking that they rebuild the summary's root.
+    pub fn build_over(
+        range: EpochRange,
+        leaves: &[SummaryLeaf],
+        region: u64,
+        epoch: u64,
+        item: Item,
+        inner_leaves: &[Hash32],
+    ) -> Result<Proof, ProofError> {
+        if epoch < range.from || epoch > range.to {
+            return Err(ProofError::EpochOutsideRange { epoch, range });
+        }
+        let index = leaves
+            .iter()
+            .position(|l| l.region == region && l.epoch == epoch)
+            .ok_or(ProofError::MissingSummary { range, epoch })?;
+        let summary = leaves[index];
+        let outer = MerkleTree::new(leaves.iter().map(SummaryLeaf::hash));
         let summary_proof = outer.proof(index).map_err(|_| ProofError::MissingSummary { range, epoch })?;
 
         let inner = MerkleTree::new(inner_leaves.iter().copied());

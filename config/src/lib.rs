@@ -294,6 +294,12 @@ schema! {
         /// Address of the GatewayRegistry contract (0x and 40 hex digits).
         /// Default: unset.
         registry_contract: Option<String> = None, example = "\"0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512\"";
+        /// First block whose events are read: the registry's and the
+        /// anchor committee's history is rebuilt from there. Set it to the
+        /// contracts' deployment block on a public chain, whose RPC may
+        /// refuse a log query from genesis. Unit: block number.
+        /// Default: 0 (from genesis: fine on a local or young chain).
+        from_block: u64 = 0;
     }
 
     /// A synthetic source of traffic for demonstrations and test meshes,

@@ -30,7 +30,7 @@ use alloy::signers::local::PrivateKeySigner;
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use meshd_chain::bindings::registry::GatewayRegistry;
-use meshd_chain::proof::{self, Item, Proof};
+use meshd_chain::proof::{self, Item, Proof, SummaryLeaf};
 use meshd_chain::{CommitteeMember, DevDeployConfig, EpochRange, Url};
 use meshd_protocol::geo::Region;
 use meshd_protocol::merkle;
@@ -115,9 +115,11 @@ pub enum ChainCommand {
         /// registered with its gateway id and anchor address, owned by that address.
         #[arg(long = "member", value_name = "FILE")]
         members: Vec<PathBuf>,
-        /// The H3 cell (hex) the members are registered at.
-        #[arg(long, value_name = "CELL", default_value = "8a2a1072b59ffff", value_parser = parse_cell)]
-        location: u64,
+        /// The H3 cell (hex) the members are registered at: once for all
+        /// members, or once per member in `--member` order (members in
+        /// several regions share one anchor committee).
+        #[arg(long = "location", value_name = "CELL", default_value = "8a2a1072b59ffff", value_parser = parse_cell)]
+        locations: Vec<u64>,
         /// The protocol's epoch length, s (the certificate's capacity check).
         #[arg(long, default_value_t = 3_600)]
         epoch_seconds: u64,
@@ -286,13 +288,22 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             rpc,
             payer,
             members,
-            location,
+            locations,
             epoch_seconds,
             mint_window_epochs,
             fund_members,
         }) => {
+            if locations.len() != 1 && locations.len() != members.len() {
+                bail!(
+                    "{} --location values for {} --member files; fix: give one location for all members, \
+                     or one per member in the same order",
+                    locations.len(),
+                    members.len()
+                );
+            }
             let mut committee = Vec::new();
-            for path in &members {
+            for (i, path) in members.iter().enumerate() {
+                let location = locations[i.min(locations.len() - 1)];
                 let keys = keys::read(path)?;
                 let anchor = keys.anchor.address();
                 committee.push(CommitteeMember {
@@ -484,8 +495,12 @@ fn open_store(path: &Path) -> anyhow::Result<SledStore> {
     })
 }
 
-/// The range anchored (or to be anchored) for `source.epoch`: the store's
-/// anchor record covering it, else the period from `--anchor-every`.
+/// The proof of `item` in `source`'s summary under the root anchored for its
+/// range. The leaves come from the store's anchor set (every region's
+/// summaries the gateway signed the root over); a store without one (a
+/// gateway off the anchor committee) rebuilds the range from its own
+/// region's summaries, which is the anchored tree only when one region
+/// anchors: `meshd verify` tells.
 fn prove_from_store(
     store: &SledStore,
     source: &Source,
@@ -493,6 +508,19 @@ fn prove_from_store(
     leaves: &[Hash32],
 ) -> anyhow::Result<Proof> {
     let region = Region(source.region);
+    if let Some(set) = store.anchor_set_covering(source.epoch)? {
+        let range = EpochRange { from: set.from_epoch, to: set.to_epoch };
+        let summaries: Vec<SummaryLeaf> = set.leaves.iter().map(SummaryLeaf::from_anchored).collect();
+        let proof = Proof::build_over(range, &summaries, source.region, source.epoch, item, leaves)
+            .with_context(|| {
+                format!(
+                    "the root signed for {range} does not cover region {:x} epoch {} (it was not certified in \
+                     time); fix: prove from the store of a gateway whose signed root covers it",
+                    source.region, source.epoch
+                )
+            })?;
+        return Ok(proof);
+    }
     let range = match store.anchor_covering(source.epoch)? {
         Some(anchor) => EpochRange { from: anchor.start_epoch, to: anchor.end_epoch - 1 },
         None => {
@@ -519,7 +547,8 @@ fn prove_from_store(
         && anchor.root != proof.anchored_root
     {
         bail!(
-            "the summaries rebuild root {} but the store's anchor of {range} is {}",
+            "the summaries rebuild root {} but the store's anchor of {range} is {}; fix: prove from the store \
+             of a gateway on the anchor committee (it keeps every region's summary leaves)",
             proof.anchored_root,
             anchor.root
         );

@@ -20,7 +20,13 @@
 //!   made of it: refused for a provable fault (malformed, bad signature,
 //!   broken rule) → reject, refused for timing or spam limits or as a copy →
 //!   ignore, otherwise accept.
-//! - `SignAnchor` is signed with the anchor key; the latest shows in the status.
+//! - Anchoring (a gateway on the chain's anchor committee): the anchor book
+//!   ([`meshd_node::anchors`]) takes this region's finalized summaries and
+//!   every region's certified summaries from the global topic; each range
+//!   it hands out is stored (its leaves, for proofs and restarts) before its
+//!   root is signed with the anchor key and published. The node's own
+//!   `SignAnchor` (its region's sub-root) is not used. The latest anchor
+//!   shows in the status.
 //!
 //! After each step the loop publishes a [`status::Status`] that
 //! `GET /v1/status` serves, and brings the node's counters to `/metrics`.
@@ -43,6 +49,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use meshd_config::Config;
 use meshd_gossip::{Client, Event as GossipEvent, FetchResponder, Multiaddr, PeerId, Verdict};
+use meshd_node::anchors::{AnchorBook, AnchorBookConfig};
 use meshd_node::{Event, FetchError, Input, Node, Output, Request, Response, Topic};
 use meshd_protocol::codec;
 use meshd_protocol::envelope::{Domain, Envelope};
@@ -73,6 +80,16 @@ const MAX_PENDING_REQUESTS: usize = 1024;
 /// Synthetic frames waiting for their reception time: one per beacon of the
 /// region and epoch, bounded by the pool's own limit on beacons.
 const MAX_PENDING_FRAMES: usize = 1024;
+
+/// How long the anchor book waits for a region's decision it asked a
+/// member for before asking the next member: a decision request is answered
+/// in milliseconds, or times out.
+const DECISION_RETRY_MS: u64 = 2_000;
+
+/// Overdue decisions asked for per second at most: a range of many regions
+/// whose decisions all went missing is fetched over a few seconds rather
+/// than in one burst.
+const DECISION_ASKS: usize = 16;
 
 /// How often the peer count in the status is refreshed.
 const STATUS_REFRESH: Duration = Duration::from_secs(1);
@@ -212,12 +229,19 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
             &config.network.name,
         )
     });
-    let mut anchoring =
-        anchoring::start(&config, &keys, settings.node.anchor_domain, &settings.members).await?;
+    let mut anchoring = anchoring::start(&config, &keys, settings.node.anchor_domain).await?;
     let mut anchor_events = anchoring.as_mut().map(|a| std::mem::replace(&mut a.events, mpsc::channel(1).1));
+    let anchor_book = anchoring.as_ref().map(|_| {
+        let mut book = anchor_book(&config, &settings, started_ms);
+        if let Some(chain) = &chain_registry {
+            book.set_registry(0, &chain.registered);
+        }
+        book
+    });
     let registry_stop = CancellationToken::new();
     let mut registry_updates = chain_registry.map(|chain| chain.follow(own, registry_stop.clone()));
     let (fetch_tx, mut fetch_rx) = mpsc::channel(FETCH_RESULTS);
+    let (decisions_tx, mut decisions_rx) = mpsc::channel(FETCH_RESULTS);
     tracing::info!(
         gateway = %own,
         anchor = %keys.anchor.address(),
@@ -243,6 +267,9 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
         meters,
         next_reading: 0,
         anchoring,
+        anchor_book,
+        decision_asks: BTreeMap::new(),
+        decisions_tx,
         radio,
         meter_capacities,
         meter_replies: BTreeMap::new(),
@@ -252,6 +279,7 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
         last_anchor: None,
         started_ms,
     };
+    gateway.resume_anchoring().await;
     let mut refresh = tokio::time::interval(STATUS_REFRESH);
     let result = loop {
         let wake_at = match gateway.drain().await {
@@ -287,12 +315,24 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
                 gateway.node.handle_input(Input::BeaconHeard { now_ms: clock::now_ms(), heard });
             }
             Some(update) = async { registry_updates.as_mut()?.recv().await }, if registry_updates.is_some() => {
-                let chain_registry::Update { as_of_ms, members, meters } = update;
+                let chain_registry::Update { as_of_ms, members, meters, registered } = update;
                 gateway.meter_capacities = meters;
+                if let Some(book) = &mut gateway.anchor_book {
+                    // As the node applies a registry: from the epoch after the block's time.
+                    let from = gateway.settings.node.clock.epoch_at(as_of_ms).map_or(0, |e| e + 1);
+                    book.set_registry(from, &registered);
+                }
                 gateway.node.handle_input(Input::Registry { now_ms: clock::now_ms(), as_of_ms, members });
             }
             Some(submission) = meter_rx.recv() => gateway.submit_reading(submission),
-            _ = refresh.tick() => gateway.refresh_peers().await,
+            Some((peer, envelopes)) = decisions_rx.recv() => {
+                gateway.on_fetched_decision(&peer, &envelopes).await;
+            }
+            _ = refresh.tick() => {
+                gateway.refresh_peers().await;
+                gateway.sign_ready_ranges().await;
+                gateway.ask_overdue_decisions();
+            }
         }
     };
     network_stop.cancel();
@@ -306,6 +346,23 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
     }
     tracing::info!("gateway stopped");
     result
+}
+
+/// The anchor book of a gateway on the anchor committee.
+fn anchor_book(config: &Config, settings: &settings::Settings, now_ms: u64) -> AnchorBook {
+    let clock = settings.node.clock;
+    let book_config = AnchorBookConfig {
+        network: config.network.name.clone(),
+        resolution: config.network.region_resolution,
+        anchor_every: config.network.anchor_every_epochs,
+        clock,
+        // A region decides an epoch in the grace period of the next; a
+        // whole epoch more leaves a slow region several consensus rounds.
+        wait_ms: clock.length_ms(),
+        domain: settings.node.anchor_domain,
+    };
+    let current = clock.epoch_at(now_ms).unwrap_or(0);
+    AnchorBook::new(book_config, settings.node.region, current.max(settings.node.first_epoch))
 }
 
 /// Readings submitted over HTTP and MQTT waiting for the loop. 64: the
@@ -360,6 +417,12 @@ struct Gateway {
     next_reading: u64,
     /// The anchoring task, when the chain is configured.
     anchoring: Option<anchoring::Anchoring>,
+    /// Every region's certified summaries and the ranges to sign, when anchoring.
+    anchor_book: Option<AnchorBook>,
+    /// Overdue decisions asked for: when to ask again, and how many members were asked.
+    decision_asks: BTreeMap<(meshd_protocol::geo::Region, u64), (u64, usize)>,
+    /// Where fetched decisions come back: the member asked and its envelopes.
+    decisions_tx: mpsc::Sender<(GatewayId, Vec<Envelope>)>,
     /// The radio's transmit side, when a packet forwarder is configured.
     radio: Option<radio::Radio>,
     /// Registered meters' rated capacities, W (from the chain registry).
@@ -414,10 +477,15 @@ impl Gateway {
                         });
                     }
                 }
-                Output::SignAnchor { first, last, root, digest } => {
-                    self.sign_anchor(first, last, root, digest).await
-                }
+                // The node's root covers its own region only; the anchor
+                // book signs each range over every region's summaries.
+                Output::SignAnchor { .. } => {}
                 Output::Event(Event::Finalized { epoch, round, summary }) => {
+                    if let (Some(book), Some((summary, _))) =
+                        (&mut self.anchor_book, self.node.finalized(epoch))
+                    {
+                        book.own(summary);
+                    }
                     let counts = self
                         .node
                         .finalized(epoch)
@@ -538,6 +606,133 @@ impl Gateway {
         }
     }
 
+    /// A region's summary or certificate from the global topic, for the anchor book.
+    fn on_decision(&mut self, envelope: &Envelope) -> Verdict {
+        let Some(book) = &mut self.anchor_book else { return Verdict::Ignore };
+        if meshd_protocol::signature::verify(&self.domain, envelope).is_err() {
+            return Verdict::Reject;
+        }
+        let publisher = GatewayId(envelope.signer);
+        let now_ms = clock::now_ms();
+        let taken = match envelope.open() {
+            Ok(Message::EpochSummary(summary)) => book.offer_summary(&publisher, summary, now_ms),
+            Ok(Message::Certificate(certificate)) => book.offer_certificate(&publisher, certificate, now_ms),
+            _ => return Verdict::Reject,
+        };
+        match taken {
+            Ok(_) => Verdict::Accept,
+            Err(refusal) => {
+                self.metrics.anchor_book_refused(refusal.as_str());
+                tracing::debug!(%refusal, "summary or certificate not taken for anchoring");
+                if refusal.is_provably_invalid() { Verdict::Reject } else { Verdict::Ignore }
+            }
+        }
+    }
+
+    /// Asks a member of each region whose decision the anchor book misses
+    /// past its time (gossip may lose the published one), the next member
+    /// on each retry.
+    fn ask_overdue_decisions(&mut self) {
+        let Some(book) = &self.anchor_book else { return };
+        let now_ms = clock::now_ms();
+        let overdue = book.overdue(now_ms, DECISION_ASKS);
+        self.decision_asks.retain(|key, _| overdue.contains(key));
+        let own = self.keys.identity.gateway_id();
+        for (region, epoch) in overdue {
+            let (next_ms, attempt) = self.decision_asks.get(&(region, epoch)).copied().unwrap_or((0, 0));
+            if next_ms > now_ms {
+                continue;
+            }
+            let members: Vec<GatewayId> =
+                book.members(region, epoch).into_iter().filter(|m| *m != own).collect();
+            let Some(member) = members.get(attempt % members.len().max(1)).copied() else { continue };
+            self.decision_asks.insert((region, epoch), (now_ms + DECISION_RETRY_MS, attempt + 1));
+            tracing::debug!(region = %format!("{:x}", region.0), epoch, %member, "asking for a decision the anchor book misses");
+            let client = self.client.clone();
+            let results = self.decisions_tx.clone();
+            tokio::spawn(async move {
+                let Ok(peer) = meshd_gossip::peer_id_of(&member) else { return };
+                if let Ok(envelopes) = client.fetch_decision(peer, region.0, epoch).await {
+                    let _ = results.send((member, envelopes)).await;
+                }
+            });
+        }
+    }
+
+    /// A decision fetched from a region's member: offered to the anchor
+    /// book as if it came from the global topic.
+    async fn on_fetched_decision(&mut self, member: &GatewayId, envelopes: &[Envelope]) {
+        for envelope in envelopes.iter().filter(|e| e.signer == member.0) {
+            let _ = self.on_decision(envelope);
+        }
+        self.sign_ready_ranges().await;
+    }
+
+    /// Stores and signs every range the anchor book has ready.
+    async fn sign_ready_ranges(&mut self) {
+        let now_ms = clock::now_ms();
+        while let Some(ready) = self.anchor_book.as_mut().and_then(|book| book.poll(now_ms)) {
+            let range = ready.range;
+            if !ready.missing.is_empty() {
+                let missing: Vec<String> =
+                    ready.missing.iter().map(|(region, epoch)| format!("{:x}@{epoch}", region.0)).collect();
+                tracing::warn!(%range, missing = %missing.join(","), "signing the range without the summaries still missing");
+            }
+            let set = meshd_storage::AnchorSet {
+                from_epoch: range.from,
+                to_epoch: range.to,
+                root: ready.root,
+                leaves: ready.leaves,
+            };
+            // Durable before it is signed: a restart signs this root again, never another.
+            if let Err(error) =
+                tokio::task::block_in_place(|| meshd_storage::StoreExt::put_anchor_set(&self.store, &set))
+            {
+                tracing::error!(%error, %range, "cannot store the range's summary leaves; not signing it");
+                continue;
+            }
+            tracing::info!(%range, leaves = set.leaves.len(), "range ready to anchor");
+            self.sign_anchor(range.from, range.to, ready.root, ready.digest).await;
+        }
+        if let Some(book) = &self.anchor_book {
+            self.metrics.anchor_book(&book.metrics());
+        }
+    }
+
+    /// After a start: the ranges signed before are never signed again (the
+    /// last one's signature is published again, in case the quorum still
+    /// lacks it); collecting goes on with the current epoch's range, with
+    /// this region's summaries the node restored. Other regions' summaries
+    /// of that range decided while the gateway was down are not on gossip
+    /// any more: they are asked for once overdue ([`Gateway::ask_overdue_decisions`]).
+    async fn resume_anchoring(&mut self) {
+        let Some(book) = &mut self.anchor_book else { return };
+        let current = self.settings.node.clock.epoch_at(clock::now_ms()).unwrap_or(0);
+        let latest = match meshd_storage::StoreExt::latest_anchor_set(&self.store) {
+            Ok(latest) => latest,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the last signed anchor range");
+                None
+            }
+        };
+        if let Some(set) = &latest {
+            book.skip_before(set.to_epoch + 1);
+        }
+        // This region's summaries the node restored from the store.
+        let from = book.next_range();
+        for epoch in from..=current {
+            if let Some((summary, _)) = self.node.finalized(epoch) {
+                book.own(summary);
+            }
+        }
+        if let Some(set) = latest {
+            let range = meshd_chain::EpochRange { from: set.from_epoch, to: set.to_epoch };
+            let digest = self.settings.node.anchor_domain.anchor_digest(range, &set.root);
+            tracing::info!(%range, root = %set.root, "publishing the last signed anchor again");
+            self.sign_anchor(set.from_epoch, set.to_epoch, set.root, digest).await;
+        }
+    }
+
     /// A committee member's anchor signature from the global topic.
     fn on_anchor_signature(&mut self, envelope: &Envelope) -> Verdict {
         if meshd_protocol::signature::verify(&self.domain, envelope).is_err() {
@@ -620,6 +815,19 @@ impl Gateway {
                 let verdict = self.on_anchor_signature(&envelope);
                 let report = self.client.report_validation(id, verdict);
                 let _ = tokio::time::timeout(GOSSIP_COMMAND_TIMEOUT, report).await;
+            }
+            GossipEvent::MessageReceived { id, envelope, .. }
+                if self.anchor_book.is_some()
+                    && matches!(
+                        envelope.kind,
+                        meshd_protocol::message::Kind::EpochSummary
+                            | meshd_protocol::message::Kind::Certificate
+                    ) =>
+            {
+                let verdict = self.on_decision(&envelope);
+                let report = self.client.report_validation(id, verdict);
+                let _ = tokio::time::timeout(GOSSIP_COMMAND_TIMEOUT, report).await;
+                self.sign_ready_ranges().await;
             }
             GossipEvent::MessageReceived { id, source, envelope, .. } => {
                 let now_ms = clock::now_ms();

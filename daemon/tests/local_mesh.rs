@@ -4,6 +4,7 @@
 // Real processes run on the wall clock; so do the test's deadlines.
 #![allow(clippy::disallowed_methods)]
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -182,25 +183,38 @@ fn wait_until(what: &str, timeout: Duration, gateways: &[Gateway], mut done: imp
 /// committee is listed in `registry.members`; without, the gateways read it
 /// from the chain (the test adds the `[chain]` section).
 fn mesh(root: &Path, fixed: bool) -> (Vec<Gateway>, Vec<PathBuf>) {
+    mesh_at(root, fixed, &LOCATIONS)
+}
+
+/// [`mesh`] with one gateway at each of `locations`. Every gateway
+/// bootstraps from the first one and from the first of its group of
+/// [`GATEWAYS`] (a region's gossip needs its members connected to each
+/// other; bootstrapping from another region's gateway alone leaves that to
+/// discovery).
+fn mesh_at(root: &Path, fixed: bool, locations: &[(f64, f64)]) -> (Vec<Gateway>, Vec<PathBuf>) {
     let genesis = now_s() + 2;
     let mut ids = Vec::new();
     let mut dirs = Vec::new();
-    for n in 0..GATEWAYS {
+    for n in 0..locations.len() {
         let dir = root.join(format!("g{n}"));
         fs::create_dir_all(dir.join("keys")).expect("dir");
         ids.push(generate_key(&dir.join("keys")));
         dirs.push(dir);
     }
-    let p2p: Vec<u16> = (0..GATEWAYS).map(|_| free_port()).collect();
+    let p2p: Vec<u16> = (0..locations.len()).map(|_| free_port()).collect();
     let members: Vec<String> =
         if fixed { ids.iter().map(|id| format!("{id:?}")).collect() } else { Vec::new() };
     let mut gateways: Vec<Gateway> = Vec::new();
-    for n in 0..GATEWAYS {
+    for n in 0..locations.len() {
         let dir = &dirs[n];
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
-        let bootstrap =
-            if n == 0 { String::new() } else { format!("\"/ip4/127.0.0.1/tcp/{}/p2p/{}\"", p2p[0], ids[0]) };
-        let config = config_text(dir, genesis, p2p[n], api, &bootstrap, LOCATIONS[n], &members);
+        let hubs: BTreeSet<usize> = [0, n - n % GATEWAYS].into_iter().filter(|hub| *hub != n).collect();
+        let bootstrap: Vec<String> = hubs
+            .iter()
+            .map(|hub| format!("\"/ip4/127.0.0.1/tcp/{}/p2p/{}\"", p2p[*hub], ids[*hub]))
+            .collect();
+        let bootstrap = bootstrap.join(", ");
+        let config = config_text(dir, genesis, p2p[n], api, &bootstrap, locations[n], &members);
         let path = dir.join("meshd.toml");
         fs::write(&path, config).expect("config");
         gateways.push(Gateway { dir: dir.clone(), config: path, api, child: None });
@@ -614,25 +628,8 @@ fn the_mesh_anchors_its_summaries_on_a_real_chain() {
         .expect("a member kept what the epoch settled");
     assert!(settlement.energy.iter().any(|(m, e)| *m == meter.meter_id() && *e == wh), "{settlement:?}");
     let prove = |what: &str, epoch: u64, id_flag: &str, id: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_meshd"))
-            .args(["prove", what, "--store"])
-            .arg(&store_dir)
-            .args(["--region", &format!("{:x}", region.0), "--epoch", &epoch.to_string(), id_flag, id])
-            .arg("--anchor-every")
-            .arg(ANCHOR_EVERY.to_string())
-            .output()
-            .expect("meshd prove");
-        assert!(out.status.success(), "prove {what}: {}", String::from_utf8_lossy(&out.stderr));
-        let path = root.path().join(format!("{what}.json"));
-        fs::write(&path, &out.stdout).expect("proof");
-        let out = Command::new(env!("CARGO_BIN_EXE_meshd"))
-            .arg("verify")
-            .arg(&path)
-            .args(["--rpc-url", &url, "--contract", &anchor])
-            .output()
-            .expect("meshd verify");
-        assert!(out.status.success(), "verify {what}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let out = root.path().join(format!("{what}.json"));
+        prove_and_verify(&store_dir, region, epoch, [what, id_flag, id], (&url, &anchor), &out)
     };
     let verified = prove("energy", energy_epoch, "--id", &meter.meter_id().to_string());
     assert!(verified.starts_with(&format!("OK {wh} Wh of meter")), "{verified}");
@@ -718,4 +715,197 @@ fn a_gateway_sends_its_beacons_through_a_semtech_packet_forwarder() {
     });
     assert!(gateway.status().is_some(), "the gateway still answers");
     gateway.stop();
+}
+
+/// About 2 km apart in Lisbon: a second region, far from Berlin's.
+const LISBON: [(f64, f64); GATEWAYS] =
+    [(38.7200, -9.1400), (38.7380, -9.1400), (38.7200, -9.1100), (38.7380, -9.1100)];
+
+/// Proves `item` (`[what, id flag, id]`) of `region`'s `epoch` from the
+/// store at `store` with `meshd prove`, writes the proof to `out` and checks
+/// it with `meshd verify` against `(rpc url, anchor contract)`; returns
+/// what `verify` printed.
+fn prove_and_verify(
+    store: &Path,
+    region: Region,
+    epoch: u64,
+    [what, id_flag, id]: [&str; 3],
+    (url, anchor): (&str, &str),
+    out: &Path,
+) -> String {
+    let proved = Command::new(env!("CARGO_BIN_EXE_meshd"))
+        .args(["prove", what, "--store"])
+        .arg(store)
+        .args(["--region", &format!("{:x}", region.0), "--epoch", &epoch.to_string(), id_flag, id])
+        .args(["--anchor-every", &ANCHOR_EVERY.to_string()])
+        .output()
+        .expect("meshd prove");
+    assert!(proved.status.success(), "prove {what}: {}", String::from_utf8_lossy(&proved.stderr));
+    fs::write(out, &proved.stdout).expect("proof");
+    let verified = Command::new(env!("CARGO_BIN_EXE_meshd"))
+        .arg("verify")
+        .arg(out)
+        .args(["--rpc-url", url, "--contract", anchor])
+        .output()
+        .expect("meshd verify");
+    assert!(verified.status.success(), "verify {what}: {}", String::from_utf8_lossy(&verified.stderr));
+    String::from_utf8_lossy(&verified.stdout).into_owned()
+}
+
+/// The H3 cell (hex) a gateway at `(lat, lon)` is registered at.
+fn cell_of((lat, lon): (f64, f64)) -> String {
+    format!("{:x}", Location::from_lat_lng(lat, lon).expect("location").0)
+}
+
+#[test]
+fn two_regions_anchor_one_root_over_both_regions_summaries() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let anvil = runtime.block_on(chain::Anvil::start_on(free_port(), &["--block-time", "1"]));
+    let url = anvil.url.to_string();
+    let root = tempfile::tempdir().expect("tempdir");
+    let locations: Vec<(f64, f64)> = LOCATIONS.iter().chain(LISBON.iter()).copied().collect();
+    let (mut gateways, dirs) = mesh_at(root.path(), false, &locations);
+    let regions: Vec<Region> = [LOCATIONS[0], LISBON[0]]
+        .iter()
+        .map(|(lat, lon)| {
+            Region::of(Location::from_lat_lng(*lat, *lon).expect("location"), 4).expect("region")
+        })
+        .collect();
+    for (n, at) in locations.iter().enumerate() {
+        let region = Region::of(Location::from_lat_lng(at.0, at.1).expect("location"), 4).expect("region");
+        assert_eq!(region, regions[n / GATEWAYS], "gateway {n} sits in its group's region");
+    }
+
+    // All eight on one anchor committee (quorum 6 of 8), each registered at
+    // its own cell: two committees of four decide, one root covers both.
+    let mut deploy = Command::new(env!("CARGO_BIN_EXE_meshd"));
+    deploy.args(["chain", "deploy", "--rpc-url", &url, "--private-key", chain::DEPLOYER_KEY]);
+    deploy.args(["--epoch-seconds", &EPOCH_S.to_string(), "--fund-members", "10"]);
+    for (dir, at) in dirs.iter().zip(&locations) {
+        deploy.arg("--member").arg(dir.join("keys/gateway.key")).args(["--location", &cell_of(*at)]);
+    }
+    let out = deploy.output().expect("meshd chain deploy");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "deploy: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let anchor = deployed(&stdout, "anchor_contract");
+    let registry = deployed(&stdout, "registry_contract");
+    // The network starts once the contracts are in place: epochs 0 and 1
+    // form the first range, decided with every gateway running.
+    let genesis = now_s() + 2;
+    for gateway in &gateways {
+        let text = fs::read_to_string(&gateway.config).expect("config");
+        let (head, rest) = text.split_once("genesis_unix_s = ").expect("genesis line");
+        let (_, tail) = rest.split_once('\n').expect("line end");
+        let section = format!(
+            "\n[chain]\nrpc_url = {url:?}\nchain_id = 31337\nanchor_contract = {anchor:?}\n\
+             registry_contract = {registry:?}\n"
+        );
+        fs::write(&gateway.config, format!("{head}genesis_unix_s = {genesis}\n{tail}{section}"))
+            .expect("config");
+    }
+    for gateway in &mut gateways {
+        gateway.start();
+    }
+
+    let epoch = Duration::from_secs(EPOCH_S);
+    let first = meshd_chain::EpochRange { from: 0, to: ANCHOR_EVERY - 1 };
+    let anchor_address: alloy::primitives::Address = anchor.parse().expect("address");
+    let mut anchored = alloy::primitives::B256::ZERO;
+    wait_until("the first range is anchored", epoch * 6 + Duration::from_secs(30), &gateways, || {
+        anchored = runtime.block_on(chain::root_of(&anvil.url, anchor_address, first));
+        !anchored.is_zero()
+    });
+    // Each member signed the range as soon as both regions had decided it,
+    // not after the wait.
+    let complete = |g: &Gateway| {
+        metric(g, "meshd_anchor_ranges_complete_total") >= 1
+            && metric(g, "meshd_anchor_ranges_incomplete_total") == 0
+    };
+    if !gateways.iter().all(complete) {
+        let report: Vec<String> = gateways
+            .iter()
+            .map(|g| {
+                let text = get_blocking(g.api, "/metrics", Duration::from_secs(2))
+                    .map(|(_, t)| t)
+                    .unwrap_or_default();
+                let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("meshd_anchor")).collect();
+                format!("--- {}\n{}\n{}", g.dir.display(), lines.join("\n"), g.log())
+            })
+            .collect();
+        panic!("a member signed the range without every region's summaries\n{}", report.join("\n"));
+    }
+
+    // A Berlin member restarts in the middle of the next range: Lisbon's
+    // decision of the range's first epoch went by on gossip while it was
+    // down, so it asks a Lisbon member for it and signs the same root as the
+    // others, over both regions.
+    let second = meshd_chain::EpochRange { from: ANCHOR_EVERY, to: 2 * ANCHOR_EVERY - 1 };
+    wait_until("every gateway finalized the next range's first epoch", epoch * 3, &gateways, || {
+        gateways.iter().all(|g| g.last_finalized().is_some_and(|e| e >= second.from))
+    });
+    gateways[1].kill();
+    gateways[1].start();
+    let mut anchored_second = alloy::primitives::B256::ZERO;
+    wait_until(
+        "the next range is anchored and the restarted member signed it",
+        epoch * 4 + Duration::from_secs(30),
+        &gateways,
+        || {
+            anchored_second = runtime.block_on(chain::root_of(&anvil.url, anchor_address, second));
+            let signed = gateways[1]
+                .status()
+                .and_then(|s| s.last_anchor)
+                .is_some_and(|a| a.first_epoch == second.from && a.root == format!("{anchored_second}"));
+            !anchored_second.is_zero() && signed
+        },
+    );
+    assert!(metric(&gateways[1], "meshd_anchor_ranges_complete_total") >= 1, "{}", gateways[1].log());
+    for gateway in &mut gateways {
+        gateway.stop();
+    }
+
+    // Every member signed that root over the same leaves: both regions'
+    // summaries of both epochs.
+    let stores: Vec<SledStore> =
+        dirs.iter().map(|d| SledStore::open(d.join("data"), Options::default()).expect("store")).collect();
+    for (n, store) in stores.iter().enumerate() {
+        let set = store.anchor_set_covering(0).expect("read").unwrap_or_else(|| panic!("gateway {n} signed"));
+        assert_eq!((set.from_epoch, set.to_epoch), (first.from, first.to));
+        assert_eq!(
+            format!("{:?}", set.root),
+            format!("{anchored:?}"),
+            "gateway {n}'s root is the anchored one"
+        );
+        let mut covered: Vec<(Region, u64)> = set.leaves.iter().map(|l| (l.region, l.epoch)).collect();
+        covered.sort();
+        let mut expected: Vec<(Region, u64)> =
+            regions.iter().flat_map(|r| (first.from..=first.to).map(move |e| (*r, e))).collect();
+        expected.sort();
+        assert_eq!(covered, expected, "gateway {n}");
+    }
+    let restarted =
+        stores[1].anchor_set_covering(second.from).expect("read").expect("the restarted member signed");
+    assert_eq!(format!("{:?}", restarted.root), format!("{anchored_second:?}"));
+    assert_eq!(restarted.leaves.len(), 2 * ANCHOR_EVERY as usize, "both regions, both epochs");
+    let lisbon = regions[1];
+    let (store_n, epoch_n, report_id) = (GATEWAYS..2 * GATEWAYS)
+        .flat_map(|n| (first.from..=first.to).map(move |e| (n, e)))
+        .find_map(|(n, e)| {
+            let settled = stores[n].settlement(lisbon, e).expect("read")?;
+            settled.report_ids.first().map(|id| (n, e, *id))
+        })
+        .expect("a Lisbon member settled an epoch of the range with reports");
+    drop(stores);
+
+    // A report of the second region, proven from one of its members' store
+    // and verified against the root on the chain.
+    let verified = prove_and_verify(
+        &dirs[store_n].join("data"),
+        lisbon,
+        epoch_n,
+        ["report", "--report-id", &report_id.to_string()],
+        (&url, &anchor),
+        &root.path().join("report.json"),
+    );
+    assert!(verified.starts_with("OK report"), "{verified}");
 }

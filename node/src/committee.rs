@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use meshd_protocol::codec::MAX_COMMITTEE;
 use meshd_protocol::geo::{Location, Region};
 use meshd_protocol::merkle::MerkleTree;
+use meshd_protocol::message::Certificate;
+use meshd_protocol::signature;
 use meshd_protocol::{GatewayId, Hash32, hash::keccak256_concat, keccak256};
 
 /// Fewest members a committee has. Below four, BFT tolerates no fault at all
@@ -168,6 +170,35 @@ pub fn beacon_time_ms(
     let mut word = [0u8; 8];
     word.copy_from_slice(&digest.0[..8]);
     start_ms + skip + u64::from_le_bytes(word) % window
+}
+
+/// The commit signatures of `certificate` (for the summary hashing to
+/// `summary_hash`) that count for `committee`: the first signature of each
+/// distinct member, checked in one batch (a certificate carries up to 2f+1
+/// of them; the batch costs about half of checking them one by one, with
+/// the same verdicts). Returns how many verify and how many were checked.
+pub fn valid_commit_signatures(
+    network: &str,
+    committee: &Committee,
+    certificate: &Certificate,
+    summary_hash: &Hash32,
+) -> (usize, usize) {
+    let bytes = Certificate::sign_bytes(
+        network,
+        certificate.region,
+        certificate.epoch,
+        certificate.round,
+        summary_hash,
+    );
+    let mut seen = BTreeSet::new();
+    let items: Vec<signature::Item<'_>> = certificate
+        .signatures
+        .iter()
+        .filter(|s| committee.index(&s.signer).is_some() && seen.insert(s.signer))
+        .map(|s| signature::Item { signer: &s.signer.0, message: &bytes, signature: &s.signature })
+        .collect();
+    let valid = signature::verify_batch(&items).iter().filter(|verdict| verdict.is_ok()).count();
+    (valid, items.len())
 }
 
 /// Merkle root (OpenZeppelin `StandardMerkleTree`) over summary leaves.

@@ -153,8 +153,10 @@
 //!   of a meter key it made up; the rated capacity is known to the attesting
 //!   gateway only. A meter registry (meter id, capacity, owner) on chain
 //!   would let every member check both.
-//! - The anchor root covers this region's summaries only; other regions'
-//!   arrive on the global topic and are not collected yet.
+//! - [`Output::SignAnchor`]'s root covers this region's summaries only
+//!   (the simulators check it against their ground truth). The root a
+//!   gateway signs for the chain covers every region: [`anchors`] collects
+//!   the other regions' certified summaries from the global topic.
 //! - A proposal lists at most [`meshd_protocol::codec::MAX_PROPOSAL_REPORTS`]
 //!   (360) reports, so a region's pool admits no more per epoch; larger
 //!   epochs need proposal parts (design below). Meter attestations have
@@ -203,9 +205,12 @@
 //!   reason codes), selection and summary recomputation.
 //! - [`consensus`]: Tendermint rules per (region, epoch).
 //! - [`committee`]: committee, small-region rule, beacon time, anchor digest.
+//! - [`anchors`]: every region's certified summaries, and when a range is
+//!   ready to be signed for the chain.
 //! - [`sim`]: the deterministic harness (virtual time, seeded network).
 #![deny(missing_docs)]
 
+pub mod anchors;
 pub mod committee;
 pub mod consensus;
 mod node;

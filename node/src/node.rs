@@ -1506,20 +1506,9 @@ impl Node {
         if summary.committee_hash != committee.hash() {
             return false;
         }
-        let bytes =
-            Certificate::sign_bytes(&self.config.network, summary.region, epoch, certificate.round, &hash);
-        // The first signature of each distinct committee member, checked in one
-        // batch (a certificate carries up to 2f+1 of them; the batch costs about
-        // half of checking them one by one, with the same verdicts).
-        let mut seen = BTreeSet::new();
-        let items: Vec<signature::Item<'_>> = certificate
-            .signatures
-            .iter()
-            .filter(|s| committee.index(&s.signer).is_some() && seen.insert(s.signer))
-            .map(|s| signature::Item { signer: &s.signer.0, message: &bytes, signature: &s.signature })
-            .collect();
-        self.metrics.signatures_verified += items.len() as u64;
-        let valid = signature::verify_batch(&items).iter().filter(|verdict| verdict.is_ok()).count();
+        let (valid, checked) =
+            crate::committee::valid_commit_signatures(&self.config.network, &committee, certificate, &hash);
+        self.metrics.signatures_verified += checked as u64;
         valid > 2 * committee.len() / 3
     }
 

@@ -30,6 +30,7 @@
 //! [`verify`] refuses a zero root outright), so "nothing to prove" can never be
 //! turned into a claim. Contracts must likewise treat a zero root as empty.
 
+use crate::geo::Region;
 use crate::hash::{Hash32, keccak256, keccak256_concat};
 use crate::id::{GatewayId, MeterId};
 use crate::message::EpochSummary;
@@ -89,14 +90,51 @@ pub fn energy_leaf(meter: &MeterId, wh: u64) -> Hash32 {
 /// bytes32 rewardsRoot, bytes32 energyRoot)`, where `summary_hash` is
 /// `codec::summary_hash(summary)` (passed in: the caller already has it).
 pub fn summary_leaf(summary: &EpochSummary, summary_hash: &Hash32) -> Hash32 {
-    leaf_hash(&[
-        AbiValue::Uint(u128::from(summary.region.0)),
-        AbiValue::Uint(u128::from(summary.epoch)),
-        AbiValue::Bytes32(summary_hash.0),
-        AbiValue::Bytes32(summary.reports_root.0),
-        AbiValue::Bytes32(summary.rewards_root.0),
-        AbiValue::Bytes32(summary.energy_root.0),
-    ])
+    AnchorLeaf::of(summary, *summary_hash).hash()
+}
+
+/// The fields of a summary leaf: what an anchored range's tree holds of one
+/// region's finalized summary, and all a proof needs of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, bincode::Encode, bincode::Decode)]
+pub struct AnchorLeaf {
+    /// The region.
+    pub region: Region,
+    /// The epoch.
+    pub epoch: u64,
+    /// `codec::summary_hash` of the summary.
+    pub summary_hash: Hash32,
+    /// The summary's reports root.
+    pub reports_root: Hash32,
+    /// The summary's rewards root.
+    pub rewards_root: Hash32,
+    /// The summary's energy root.
+    pub energy_root: Hash32,
+}
+
+impl AnchorLeaf {
+    /// The leaf fields of `summary`, whose hash is `summary_hash`.
+    pub fn of(summary: &EpochSummary, summary_hash: Hash32) -> AnchorLeaf {
+        AnchorLeaf {
+            region: summary.region,
+            epoch: summary.epoch,
+            summary_hash,
+            reports_root: summary.reports_root,
+            rewards_root: summary.rewards_root,
+            energy_root: summary.energy_root,
+        }
+    }
+
+    /// The leaf hash.
+    pub fn hash(&self) -> Hash32 {
+        leaf_hash(&[
+            AbiValue::Uint(u128::from(self.region.0)),
+            AbiValue::Uint(u128::from(self.epoch)),
+            AbiValue::Bytes32(self.summary_hash.0),
+            AbiValue::Bytes32(self.reports_root.0),
+            AbiValue::Bytes32(self.rewards_root.0),
+            AbiValue::Bytes32(self.energy_root.0),
+        ])
+    }
 }
 
 /// An inner node: keccak256 of the two children, smaller first (OpenZeppelin's

@@ -70,7 +70,7 @@ mod typed;
 pub use batch::{Batch, Write};
 pub use error::Error;
 pub use memory::MemoryStore;
-pub use record::{AnchorRecord, FinalizedSummary, MeterState, Settlement};
+pub use record::{AnchorRecord, AnchorSet, FinalizedSummary, MeterState, Settlement};
 pub use schema::SCHEMA_VERSION;
 pub use sled_store::{Options, SledStore};
 pub use store::{Durability, Entry, Scan, Store};

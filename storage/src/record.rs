@@ -12,7 +12,7 @@
 use bincode::{Decode, Encode};
 use meshd_protocol::codec::{self, CERTIFICATE_LIMIT, CodecError, EPOCH_SUMMARY_LIMIT};
 use meshd_protocol::geo::Region;
-use meshd_protocol::merkle::{self, MerkleTree};
+use meshd_protocol::merkle::{self, AnchorLeaf, MerkleTree};
 use meshd_protocol::message::{Certificate, EpochSummary};
 use meshd_protocol::{GatewayId, Hash32, MeterId};
 
@@ -38,6 +38,15 @@ pub const SETTLEMENT_MAX_ENTRIES: usize = 4 * 360;
 /// (8 each), then every list full: report ids of 32 bytes, rewards and
 /// energy entries of 40 (a 32-byte id and a `u64`).
 pub const SETTLEMENT_LIMIT: usize = 16 + 3 * 8 + SETTLEMENT_MAX_ENTRIES * (32 + 40 + 40);
+
+/// The most leaves an [`AnchorSet`] may hold: 65,536, one per region and
+/// epoch of a range, e.g. 2,730 regions anchored every 24 epochs. Bounds one
+/// record to about 9.5 MB; a network with more regions anchors more often.
+pub const ANCHOR_SET_MAX_LEAVES: usize = 1 << 16;
+
+/// Limit of an [`AnchorSet`]: two epochs and the root (48), the list length
+/// (8) and every leaf full (region, epoch and four hashes: 144).
+pub const ANCHOR_SET_LIMIT: usize = 48 + 8 + ANCHOR_SET_MAX_LEAVES * 144;
 
 /// What a gateway remembers about a meter between readings: enough to check
 /// the next reading (sequence and register move forward) and to issue energy
@@ -159,6 +168,48 @@ pub struct AnchorRecord {
     pub block_number: Option<u64>,
 }
 
+/// The summary leaves an anchor committee member signed a root over, for
+/// one epoch range: every region's certified summaries of those epochs as
+/// the gateway held them (meshd-node's anchor book). Written before the
+/// signature is published, so that a restarted gateway signs the same root
+/// again and never another, and so that anyone holding the store can prove a
+/// summary of any region under the anchored root.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct AnchorSet {
+    /// First epoch of the range.
+    pub from_epoch: u64,
+    /// Last epoch of the range (inclusive).
+    pub to_epoch: u64,
+    /// The root signed: the Merkle root over the leaves.
+    pub root: Hash32,
+    /// The leaves, by epoch then region.
+    pub leaves: Vec<AnchorLeaf>,
+}
+
+impl AnchorSet {
+    /// Checks that the leaves lie in the range and rebuild the root.
+    pub fn check(&self) -> Result<(), String> {
+        if self.from_epoch > self.to_epoch {
+            return Err(format!(
+                "an anchor set covers epochs {}..={}: empty",
+                self.from_epoch, self.to_epoch
+            ));
+        }
+        if let Some(leaf) = self.leaves.iter().find(|l| l.epoch < self.from_epoch || l.epoch > self.to_epoch)
+        {
+            return Err(format!(
+                "a leaf of epoch {} lies outside epochs {}..={}",
+                leaf.epoch, self.from_epoch, self.to_epoch
+            ));
+        }
+        let rebuilt = MerkleTree::new(self.leaves.iter().map(AnchorLeaf::hash)).root();
+        if rebuilt != self.root {
+            return Err(format!("the leaves rebuild root {rebuilt}, the set says {}", self.root));
+        }
+        Ok(())
+    }
+}
+
 /// A value with one encoding and a size limit, stored through the codec.
 pub(crate) trait Record: Sized {
     /// What it is called in messages.
@@ -188,6 +239,7 @@ record!(FinalizedSummary, FINALIZED_SUMMARY_LIMIT, "finalized_summary");
 record!(AnchorRecord, ANCHOR_RECORD_LIMIT, "anchor_record");
 record!(u32, SCHEMA_VERSION_LIMIT, "schema_version");
 record!(Settlement, SETTLEMENT_LIMIT, "settlement");
+record!(AnchorSet, ANCHOR_SET_LIMIT, "anchor_set");
 
 #[cfg(test)]
 mod tests {

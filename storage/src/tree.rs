@@ -32,11 +32,15 @@ pub enum Tree {
     /// `region ‖ epoch` → [`crate::Settlement`]. Added after schema 1 was
     /// fixed; a store without it reads as one without settlements.
     Settlements,
+    /// The summary leaves each signed anchor root is built over:
+    /// `start epoch ‖ end epoch` → [`crate::AnchorSet`]. Added after schema 1
+    /// was fixed; a store without it reads as one that signed no anchor.
+    AnchorSets,
 }
 
 impl Tree {
     /// Every tree, in a fixed order (the order of [`Tree::index`]).
-    pub const ALL: [Tree; 8] = [
+    pub const ALL: [Tree; 9] = [
         Tree::Reports,
         Tree::Beacons,
         Tree::Meters,
@@ -45,6 +49,7 @@ impl Tree {
         Tree::Anchors,
         Tree::Meta,
         Tree::Settlements,
+        Tree::AnchorSets,
     ];
 
     /// The tree's name on disk and in messages. Changing a name is a schema change.
@@ -58,6 +63,7 @@ impl Tree {
             Tree::Anchors => "anchors",
             Tree::Meta => "meta",
             Tree::Settlements => "settlements",
+            Tree::AnchorSets => "anchor_sets",
         }
     }
 
@@ -73,6 +79,7 @@ impl Tree {
             Tree::Anchors => 5,
             Tree::Meta => 6,
             Tree::Settlements => 7,
+            Tree::AnchorSets => 8,
         }
     }
 }

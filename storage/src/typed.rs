@@ -15,7 +15,7 @@ use meshd_protocol::{Hash32, MeterId};
 use crate::batch::Batch;
 use crate::error::{Error, hex_key};
 use crate::key::{self, SCHEMA_VERSION_KEY, VoteKey};
-use crate::record::{AnchorRecord, FinalizedSummary, MeterState, Record, Settlement};
+use crate::record::{AnchorRecord, AnchorSet, FinalizedSummary, MeterState, Record, Settlement};
 use crate::store::{Entry, Scan, Store};
 use crate::tree::Tree;
 
@@ -90,6 +90,21 @@ impl Batch {
         }
         let bytes = settlement.to_bytes().map_err(Error::Encode)?;
         Ok(self.put(Tree::Settlements, key::region_epoch(settlement.region, settlement.epoch), bytes))
+    }
+
+    /// Adds the leaves of a signed anchor root under its range, refusing a
+    /// set whose leaves do not rebuild its root or are too many.
+    pub fn put_anchor_set(&mut self, set: &AnchorSet) -> Result<&mut Self, Error> {
+        if set.leaves.len() > crate::record::ANCHOR_SET_MAX_LEAVES {
+            return Err(Error::Inconsistent(format!(
+                "an anchor set holds at most {} leaves, this one {}",
+                crate::record::ANCHOR_SET_MAX_LEAVES,
+                set.leaves.len()
+            )));
+        }
+        set.check().map_err(Error::Inconsistent)?;
+        let bytes = set.to_bytes().map_err(Error::Encode)?;
+        Ok(self.put(Tree::AnchorSets, key::anchor(set.from_epoch, set.to_epoch), bytes))
     }
 
     /// Adds an anchor under its epoch range, refusing an empty range.
@@ -302,6 +317,35 @@ pub trait StoreExt: Store {
             }
         }
         Ok(None)
+    }
+
+    /// Stores the leaves of a signed anchor root. See [`Batch::put_anchor_set`].
+    fn put_anchor_set(&self, set: &AnchorSet) -> Result<(), Error> {
+        let mut batch = Batch::new();
+        batch.put_anchor_set(set)?;
+        self.apply(&batch)
+    }
+
+    /// The anchor set whose range contains `epoch` (ranges never overlap).
+    fn anchor_set_covering(&self, epoch: u64) -> Result<Option<AnchorSet>, Error> {
+        let scan = Scan::range(Bound::Unbounded, Bound::Included(key::anchor(epoch, u64::MAX).to_vec()))
+            .reverse()
+            .limit(1);
+        for (key, bytes) in self.scan(Tree::AnchorSets, &scan)? {
+            let set: AnchorSet = decode(self, Tree::AnchorSets, &key, &bytes)?;
+            if set.from_epoch <= epoch && epoch <= set.to_epoch {
+                return Ok(Some(set));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The anchor set with the latest range, if any.
+    fn latest_anchor_set(&self) -> Result<Option<AnchorSet>, Error> {
+        match self.scan(Tree::AnchorSets, &Scan::all().reverse().limit(1))?.into_iter().next() {
+            Some((key, bytes)) => decode(self, Tree::AnchorSets, &key, &bytes).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The anchors starting at `from_epoch` or later, in epoch order, at most `limit`.

@@ -6,13 +6,13 @@ mod support;
 use std::ops::Bound;
 
 use meshd_protocol::geo::Region;
-use meshd_protocol::merkle::{self, MerkleTree};
+use meshd_protocol::merkle::{self, AnchorLeaf, MerkleTree};
 use meshd_protocol::message::BeaconId;
 use meshd_protocol::{GatewayId, Hash32, MeterId, codec};
 use meshd_storage::key::{self, Step, VoteKey};
 use meshd_storage::{
-    AnchorRecord, Batch, Error, MemoryStore, MeterState, Options, SCHEMA_VERSION, Scan, Settlement,
-    SledStore, Store, StoreExt, Tree, VoteOutcome,
+    AnchorRecord, AnchorSet, Batch, Error, MemoryStore, MeterState, Options, SCHEMA_VERSION, Scan,
+    Settlement, SledStore, Store, StoreExt, Tree, VoteOutcome,
 };
 use support::{REGION, finalized, witness};
 
@@ -141,6 +141,37 @@ on_both_backends! {
         let mut huge = settlement;
         huge.report_ids = vec![Hash32([1; 32]); meshd_storage::record::SETTLEMENT_MAX_ENTRIES + 1];
         assert!(matches!(Batch::new().put_settlement(&huge), Err(Error::Inconsistent(_))));
+    }
+
+    anchor_sets_read_back_by_any_epoch_of_their_range_and_must_rebuild_their_root(store) {
+        let leaf = |region: u64, epoch: u64| AnchorLeaf {
+            region: Region(region),
+            epoch,
+            summary_hash: Hash32([epoch as u8; 32]),
+            reports_root: Hash32([1; 32]),
+            rewards_root: Hash32([2; 32]),
+            energy_root: Hash32([3; 32]),
+        };
+        let leaves = vec![leaf(1, 4), leaf(2, 4), leaf(1, 5), leaf(2, 5)];
+        let root = MerkleTree::new(leaves.iter().map(AnchorLeaf::hash)).root();
+        let set = AnchorSet { from_epoch: 4, to_epoch: 5, root, leaves };
+        assert_eq!(store.latest_anchor_set().expect("latest"), None);
+        store.put_anchor_set(&set).expect("put");
+        assert_eq!(store.anchor_set_covering(5).expect("get"), Some(set.clone()));
+        assert_eq!(store.anchor_set_covering(4).expect("get"), Some(set.clone()));
+        assert_eq!(store.anchor_set_covering(3).expect("get"), None);
+        assert_eq!(store.anchor_set_covering(6).expect("get"), None);
+        assert_eq!(store.latest_anchor_set().expect("latest"), Some(set.clone()));
+
+        let mut wrong_root = set.clone();
+        wrong_root.root = Hash32([9; 32]);
+        assert!(matches!(Batch::new().put_anchor_set(&wrong_root), Err(Error::Inconsistent(_))));
+        let mut outside = set.clone();
+        outside.to_epoch = 4;
+        assert!(matches!(Batch::new().put_anchor_set(&outside), Err(Error::Inconsistent(_))));
+        let mut huge = set;
+        huge.leaves = vec![leaf(1, 4); meshd_storage::record::ANCHOR_SET_MAX_LEAVES + 1];
+        assert!(matches!(Batch::new().put_anchor_set(&huge), Err(Error::Inconsistent(_))));
     }
 
     summaries_read_back_and_latest_is_the_highest_epoch(store) {

@@ -5,22 +5,22 @@
 //! submits a quorum to `EpochAnchor` ([`meshd_chain::AnchorService`]: the
 //! designated member first, the others after a fallback delay).
 //!
-//! The anchor committee is the node's committee: each member's anchor
-//! address is read from `GatewayRegistry` at start. Transactions are paid by
-//! this gateway's anchor account, which must hold funds on the chain.
+//! The anchor committee is `EpochAnchor`'s committee in force (or the first
+//! one, pending until the first anchor), read at start: anchor addresses of
+//! gateways of any region. A gateway whose anchor address is not on it
+//! collects nothing and signs nothing. Transactions are paid by this
+//! gateway's anchor account, which must hold funds on the chain.
 
 use std::str::FromStr;
 
 use alloy::primitives::{Address, B256};
-use alloy::rpc::types::BlockId;
 use alloy::signers::local::PrivateKeySigner;
 use anyhow::Context as _;
 use meshd_chain::{
-    AnchorConfig, AnchorService, Anchorer, Collector, CollectorConfig, RegistryReader, RetryPolicy,
-    ServiceEvent, ServiceInput, Url,
+    AnchorConfig, AnchorService, Anchorer, Collector, CollectorConfig, RetryPolicy, ServiceEvent,
+    ServiceInput, Url, anchor_committee,
 };
 use meshd_config::Config;
-use meshd_protocol::GatewayId;
 use meshd_protocol::anchor::AnchorDomain;
 use meshd_protocol::keys::{EvmAddress, KeyFile};
 use tokio::sync::mpsc;
@@ -39,16 +39,17 @@ pub struct Anchoring {
     pub committee: (usize, usize),
 }
 
-/// Starts anchoring if the chain is configured; `None` (with the reason
-/// logged) when it is not.
+/// Starts anchoring if the chain is configured and this gateway is on the
+/// anchor committee; `None` (with the reason logged) otherwise.
 pub async fn start(
     config: &Config,
     keys: &KeyFile,
     domain: AnchorDomain,
-    members: &[GatewayId],
 ) -> anyhow::Result<Option<Anchoring>> {
     let chain = &config.chain;
-    let (Some(rpc), Some(anchor), Some(registry)) =
+    // The registry is needed too: the anchor book computes every region's
+    // committee from it.
+    let (Some(rpc), Some(anchor), Some(_)) =
         (&chain.rpc_url, &chain.anchor_contract, &chain.registry_contract)
     else {
         tracing::info!(
@@ -59,24 +60,20 @@ pub async fn start(
     let url = Url::from_str(rpc).with_context(|| format!("`chain.rpc_url` = {rpc:?}"))?;
     let anchor =
         Address::from_str(anchor).with_context(|| format!("`chain.anchor_contract` = {anchor:?}"))?;
-    let registry =
-        Address::from_str(registry).with_context(|| format!("`chain.registry_contract` = {registry:?}"))?;
-    let reader = RegistryReader::new(url.clone(), registry, RetryPolicy::default());
-    let mut committee = Vec::new();
-    for member in members {
-        match reader.gateway(member, BlockId::latest()).await {
-            Ok(Some(gateway)) => committee.push(gateway.anchor_address),
-            Ok(None) => {
-                tracing::warn!(%member, "committee member not registered on chain: it cannot sign anchors")
-            }
-            Err(error) => {
-                return Err(anyhow::anyhow!(
-                    "cannot read gateway {member} from the registry at {rpc}: {error}"
-                ));
-            }
-        }
-    }
+    let committee = anchor_committee(url.clone(), anchor, chain.from_block, &RetryPolicy::default())
+        .await
+        .with_context(|| format!("cannot read the anchor committee of {anchor} at {rpc}"))?;
     let own: EvmAddress = keys.anchor.address();
+    if !committee.members.contains(&own) {
+        tracing::info!(
+            anchor = %own,
+            version = committee.version,
+            members = committee.members.len(),
+            "this gateway is not on the anchor committee: it signs no anchors"
+        );
+        return Ok(None);
+    }
+    let committee = committee.members;
     let collector = Collector::new(CollectorConfig::default(), domain, committee.iter().copied(), Some(own));
     let size = (collector.committee().len(), collector.quorum());
     let signer = PrivateKeySigner::from_bytes(&B256::from(*keys.anchor.secret_bytes()))

@@ -51,6 +51,9 @@ pub struct Update {
     pub members: Vec<GatewayId>,
     /// Every registered meter's rated capacity, W.
     pub meters: BTreeMap<MeterId, u64>,
+    /// Every registered gateway with a usable location: what the anchor
+    /// book computes every region's committee from.
+    pub registered: Vec<(GatewayId, Location)>,
 }
 
 /// The registry as read at start.
@@ -65,6 +68,8 @@ pub struct ChainRegistry {
     pub members: Vec<GatewayId>,
     /// The registered meters' rated capacities at start, W.
     pub meters: BTreeMap<MeterId, u64>,
+    /// Every registered gateway with a usable location at start.
+    pub registered: Vec<(GatewayId, Location)>,
 }
 
 /// Reads the registry when the committee comes from the chain
@@ -84,7 +89,7 @@ pub async fn open(config: &Config, own: GatewayId, home: Location) -> anyhow::Re
         Address::from_str(registry).with_context(|| format!("`chain.registry_contract` = {registry:?}"))?;
     let reader = RegistryReader::new(url, address, RetryPolicy::default());
     let (view, head) = reader
-        .snapshot(0)
+        .snapshot(chain.from_block)
         .await
         .with_context(|| format!("cannot read the gateway registry {registry} at {rpc}"))?;
     let resolution = config.network.region_resolution;
@@ -109,7 +114,7 @@ pub async fn open(config: &Config, own: GatewayId, home: Location) -> anyhow::Re
         );
     }
     let meters = capacities(&view);
-    Ok(Some(ChainRegistry { reader, view, head, resolution, region, members, meters }))
+    Ok(Some(ChainRegistry { reader, view, head, resolution, region, members, meters, registered }))
 }
 
 impl ChainRegistry {
@@ -125,6 +130,7 @@ impl ChainRegistry {
     async fn run(mut self, own: GatewayId, updates: mpsc::Sender<Update>, stop: CancellationToken) {
         let mut members = self.members.clone();
         let mut meters = self.meters.clone();
+        let mut all = self.registered.clone();
         let mut moved_warned = false;
         loop {
             tokio::select! {
@@ -168,7 +174,7 @@ impl ChainRegistry {
                 );
             }
             let now_meters = capacities(&self.view);
-            if now == members && now_meters == meters {
+            if now == members && now_meters == meters && registered == all {
                 continue;
             }
             if now != members {
@@ -181,8 +187,13 @@ impl ChainRegistry {
             }
             members = now.clone();
             meters = now_meters.clone();
-            let update =
-                Update { as_of_ms: timestamp_s.saturating_mul(1000), members: now, meters: now_meters };
+            all = registered.clone();
+            let update = Update {
+                as_of_ms: timestamp_s.saturating_mul(1000),
+                members: now,
+                meters: now_meters,
+                registered,
+            };
             if updates.send(update).await.is_err() {
                 return;
             }

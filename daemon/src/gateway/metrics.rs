@@ -2,6 +2,7 @@
 //! Prometheus registry (the gossip layer registers its own in the same one).
 
 use meshd_node::Metrics;
+use meshd_node::anchors::AnchorBookMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -38,6 +39,11 @@ pub struct NodeMetrics {
     stalled: Gauge,
     finality: Histogram,
     last: Metrics,
+    anchor_certified: Counter,
+    anchor_complete: Counter,
+    anchor_incomplete: Counter,
+    anchor_refused: Family<ReasonLabel, Counter>,
+    anchor_last: AnchorBookMetrics,
 }
 
 /// Buckets of the finality latency, seconds: from one message delay on a
@@ -67,6 +73,11 @@ impl NodeMetrics {
             stalled: Gauge::default(),
             finality: Histogram::new(FINALITY_BUCKETS),
             last: Metrics::default(),
+            anchor_certified: Counter::default(),
+            anchor_complete: Counter::default(),
+            anchor_incomplete: Counter::default(),
+            anchor_refused: Family::default(),
+            anchor_last: AnchorBookMetrics::default(),
         };
         let node = registry.sub_registry_with_prefix("meshd_node");
         for (name, help, counter) in [
@@ -108,8 +119,47 @@ impl NodeMetrics {
             "Time from the end of an epoch's grace period (when deciding starts) to its finalization here",
             metrics.finality.clone(),
         );
+        let anchors = registry.sub_registry_with_prefix("meshd_anchor");
+        for (name, help, counter) in [
+            (
+                "summaries_certified",
+                "Regions' summaries held for anchoring (own region's and certified ones from the global topic)",
+                &metrics.anchor_certified,
+            ),
+            (
+                "ranges_complete",
+                "Ranges signed with every expected region's summaries",
+                &metrics.anchor_complete,
+            ),
+            (
+                "ranges_incomplete",
+                "Ranges signed (or skipped when empty) after the wait with summaries missing",
+                &metrics.anchor_incomplete,
+            ),
+        ] {
+            anchors.register(name, help, counter.clone());
+        }
+        anchors.register(
+            "summaries_refused",
+            "Summaries and certificates from the global topic not taken for anchoring, by reason",
+            metrics.anchor_refused.clone(),
+        );
         metrics.last_finalized_epoch.set(-1);
         metrics
+    }
+
+    /// Brings the anchor book's counters up to date.
+    pub fn anchor_book(&mut self, now: &AnchorBookMetrics) {
+        let last = &self.anchor_last;
+        self.anchor_certified.inc_by(now.certified.saturating_sub(last.certified));
+        self.anchor_complete.inc_by(now.complete.saturating_sub(last.complete));
+        self.anchor_incomplete.inc_by(now.incomplete.saturating_sub(last.incomplete));
+        self.anchor_last = *now;
+    }
+
+    /// Counts a summary or certificate the anchor book refused.
+    pub fn anchor_book_refused(&self, reason: &str) {
+        self.anchor_refused.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
     }
 
     /// Brings the exported counters up to the node's.

@@ -456,12 +456,13 @@ pub const ABOVE_FREE_SPACE_DDB: i64 = 0;
 
 /// A witness whose [`excess_loss_ddb`] is at least [`ABOVE_FREE_SPACE_DDB`]
 /// and below this, tenths of dB, shows the beaconer's site open: 10 dB. By
-/// single knife-edge diffraction (ITU-R P.526) an obstacle reaching the
-/// direct ray costs 6 dB and one reaching 0.7 of the way into the first
-/// Fresnel zone about 10 dB, so a link within 10 dB of free space has a
-/// mostly clear Fresnel zone: near line of sight, what a real open site (a
-/// mast, a hill) shows towards several of its neighbours. Cluttered links at
-/// ground level lose 20–40 dB more than free space.
+/// single knife-edge diffraction (ITU-R P.526) an obstacle whose edge just
+/// touches the direct ray costs 6 dB, and one rising about a third of the
+/// first Fresnel radius above it (ν ≈ 0.45) about 10 dB, so a link within
+/// 10 dB of free space is at most grazingly obstructed: near line of sight,
+/// what a real open site (a mast, a hill) shows towards several of its
+/// neighbours. Cluttered links at ground level lose 20–40 dB more than free
+/// space.
 pub const OPEN_SITE_DDB: i64 = 100;
 
 /// The cross-witness rule over all the witnesses of one beacon, given each

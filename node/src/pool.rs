@@ -11,6 +11,18 @@
 //! yields exactly the proposed summary. Both apply the same content rules, so
 //! the result does not depend on when or from whom a report arrived.
 //!
+//! # Witness rewards
+//!
+//! A listed witness report that passes the per-report rules counts (in the
+//! reports root and the witness count), but its reward is decided per beacon
+//! over all of the beacon's witnesses: the cross-witness rule
+//! [`witness::free_space_corroborated`] withholds it from witnesses claiming
+//! a reception stronger than free space that no other witness of the beacon
+//! corroborates (the signature of a Sybil ring forging each other's
+//! beacons). Proposer and members apply it in
+//! [`summarize`] to the same listed set ([`rewarded_witnesses`]), so it never
+//! makes an honest proposal invalid.
+//!
 //! # Meter attestations
 //!
 //! A [`MeterAttestation`] is admitted when its gateway is registered, the
@@ -452,10 +464,11 @@ impl Pool {
     }
 }
 
-/// The counted reports of a listed set: beacons by id, witnesses per beacon.
+/// The counted reports of a listed set: beacons by id, witnesses per beacon
+/// (each with its [`witness::excess_loss_ddb`], for the cross-witness rule).
 struct Counted<'a> {
     beacons: BTreeMap<BeaconId, (&'a GatewayId, &'a BeaconReport)>,
-    witnesses: BTreeMap<BeaconId, Vec<GatewayId>>,
+    witnesses: BTreeMap<BeaconId, Vec<(GatewayId, i64)>>,
     /// Credited Wh per meter.
     energy: BTreeMap<MeterId, u64>,
     attestations: usize,
@@ -496,7 +509,7 @@ fn count<'a>(ctx: &Context, reports: &[&'a Report]) -> Result<Counted<'a>, (Hash
             beacons.insert(b.beacon_id, (&r.signer, b));
         }
     }
-    let mut witnesses: BTreeMap<BeaconId, Vec<GatewayId>> = BTreeMap::new();
+    let mut witnesses: BTreeMap<BeaconId, Vec<(GatewayId, i64)>> = BTreeMap::new();
     let mut intervals: BTreeMap<MeterId, MeterIntervals> = BTreeMap::new();
     let mut energy: BTreeMap<MeterId, u64> = BTreeMap::new();
     let mut attestations = 0;
@@ -507,12 +520,13 @@ fn count<'a>(ctx: &Context, reports: &[&'a Report]) -> Result<Counted<'a>, (Hash
                 let Some((beaconer, b)) = beacons.get(&w.beacon_id) else {
                     return Err((r.id, Reason::UnknownBeacon));
                 };
-                check_witness(ctx, b, w, beaconer, &r.signer).map_err(|reason| (r.id, reason))?;
+                let distance = witness::check(b, w, beaconer, &r.signer, &ctx.witness)
+                    .map_err(|reason| (r.id, Reason::Witness(reason)))?;
                 let list = witnesses.entry(w.beacon_id).or_default();
-                if list.contains(&r.signer) {
+                if list.iter().any(|(g, _)| *g == r.signer) {
                     return Err((r.id, Reason::SecondWitness));
                 }
-                list.push(r.signer);
+                list.push((r.signer, witness::excess_loss_ddb(b, w, distance)));
             }
             Message::MeterAttestation(a) => {
                 let reading = attested_reading(a).map_err(|reason| (r.id, reason))?;
@@ -638,15 +652,31 @@ pub fn summarize(ctx: &Context, reports: &[&Report]) -> Result<EpochSummary, (Ha
     })
 }
 
-/// The rewards of the counted beacons and their witnesses.
+/// The rewards of the counted beacons and their witnesses. Of each beacon's
+/// witnesses, those the cross-witness rule ([`rewarded_witnesses`]) excludes
+/// earn nothing and do not count in the formula's witness number.
 fn tally(ctx: &Context, counted: &Counted<'_>) -> RewardTally {
     let mut tally = RewardTally::new();
     for (beacon_id, (beaconer, _)) in &counted.beacons {
-        let mut ws = counted.witnesses.get(beacon_id).cloned().unwrap_or_default();
-        ws.sort();
-        tally.add_beacon(&ctx.rewards, beaconer, &ws);
+        let ws = counted.witnesses.get(beacon_id).map(Vec::as_slice).unwrap_or_default();
+        tally.add_beacon(&ctx.rewards, beaconer, &rewarded_witnesses(ws));
     }
     tally
+}
+
+/// The rewarded witnesses of one beacon, in id order, from its listed
+/// witnesses and their [`witness::excess_loss_ddb`]: those that
+/// [`witness::free_space_corroborated`] does not exclude. Depends on the set, not on
+/// its order. The simulator applies the same function to recompute rewards.
+pub fn rewarded_witnesses(witnesses: &[(GatewayId, i64)]) -> Vec<GatewayId> {
+    let excess: Vec<i64> = witnesses.iter().map(|(_, x)| *x).collect();
+    let mut rewarded: Vec<GatewayId> = witnesses
+        .iter()
+        .zip(witness::free_space_corroborated(&excess))
+        .filter_map(|((g, _), verdict)| verdict.is_ok().then_some(*g))
+        .collect();
+    rewarded.sort();
+    rewarded
 }
 
 /// The lists under a summary's rewards and energy roots, as [`summarize`]

@@ -742,3 +742,17 @@ fn a_registry_change_applies_from_the_next_epoch_and_survives_a_restart() {
     assert_eq!(again.committee_members(0), sorted(four).as_slice());
     assert_eq!(again.committee_members(1), sorted(five).as_slice());
 }
+
+#[test]
+fn witnesses_claiming_more_than_free_space_uncorroborated_are_listed_but_not_rewarded() {
+    let g = |b: u8| GatewayId([b; 32]);
+    // Three witnesses 3 dB above free space (a Sybil ring's forgeries) and two cluttered links.
+    let listed = [(g(5), -30), (g(1), 280), (g(4), -30), (g(2), 150), (g(3), -30)];
+    assert_eq!(pool::rewarded_witnesses(&listed), vec![g(1), g(2)]);
+    // The verdict depends on the set, not on its order.
+    let mut reversed = listed;
+    reversed.reverse();
+    assert_eq!(pool::rewarded_witnesses(&reversed), vec![g(1), g(2)]);
+    // A near-line-of-sight witness (5 dB under free space) shows the site open.
+    assert_eq!(pool::rewarded_witnesses(&[(g(7), -30), (g(1), 50)]), vec![g(1), g(7)]);
+}

@@ -27,7 +27,7 @@ use meshd_protocol::geo::Region;
 use meshd_protocol::keys::{EvmAddress, Keypair};
 use meshd_protocol::merkle::summary_leaf;
 use meshd_protocol::message::{
-    BeaconId, Certificate, DataRate, EpochSummary, Message, Vote, VoteStep, WitnessReport,
+    BeaconId, BeaconReport, Certificate, DataRate, EpochSummary, Message, Vote, VoteStep, WitnessReport,
 };
 use meshd_protocol::reward::{RewardParams, RewardTally};
 use meshd_protocol::rules::witness;
@@ -125,8 +125,22 @@ pub struct ShardResult {
     pub forged_published: u64,
     /// Forgers' witness reports counted in a decided summary.
     pub forged_counted: u64,
-    /// Sybils' forged (intra-ring) witness reports counted in a decided summary.
+    /// Sybils' forged (intra-ring) witness reports rewarded in a decided summary.
     pub sybil_forged_counted: u64,
+    /// Sybils' forged (intra-ring) witness reports listed in a decided
+    /// summary, rewarded or not: how many reached consensus.
+    pub sybil_forged_listed: u64,
+    /// Listed witness reports the cross-witness rule left unrewarded, forged ones.
+    pub excluded_forged: u64,
+    /// Listed witness reports the cross-witness rule left unrewarded, real
+    /// receptions (every non-forged report, Sybils' real ones included).
+    pub excluded_real: u64,
+    /// Listed witness reports of real receptions (the denominator of `excluded_real`).
+    pub listed_real: u64,
+    /// Of those, how many claim more than free space.
+    pub real_above_free_space: u64,
+    /// Of those, how many are within `witness::OPEN_SITE_DDB` of free space (not above it).
+    pub real_open_site: u64,
     /// Decided summaries whose reward root the simulator recomputed identically.
     pub rewards_root_matches: u64,
     /// Decided epochs whose summary equals the ground truth recomputed from every report published.
@@ -186,6 +200,12 @@ impl Default for ShardResult {
             forged_published: 0,
             forged_counted: 0,
             sybil_forged_counted: 0,
+            sybil_forged_listed: 0,
+            excluded_forged: 0,
+            excluded_real: 0,
+            listed_real: 0,
+            real_above_free_space: 0,
+            real_open_site: 0,
             rewards_root_matches: 0,
             truth_matches: 0,
             truth_compared: 0,
@@ -1158,49 +1178,69 @@ impl<'w> Shard<'w> {
         let mut honest_units = vec![0u64; n];
         for d in self.result.decided.values() {
             let Some(summary) = &d.summary else { continue };
-            let mut beacons: BTreeMap<BeaconId, GatewayId> = BTreeMap::new();
-            let mut witnesses: BTreeMap<BeaconId, Vec<(GatewayId, bool)>> = BTreeMap::new();
+            let mut beacons: BTreeMap<BeaconId, (GatewayId, &BeaconReport)> = BTreeMap::new();
+            let mut witnesses: BTreeMap<BeaconId, Vec<(GatewayId, bool, &WitnessReport)>> = BTreeMap::new();
             for id in &d.report_ids {
                 let Some(&k) = by_id.get(id) else { continue };
                 let p = &self.published[k];
                 match &p.body {
                     Message::BeaconReport(b) => {
-                        beacons.insert(b.beacon_id, p.signer);
+                        beacons.insert(b.beacon_id, (p.signer, b));
                     }
                     Message::WitnessReport(w) => {
-                        witnesses.entry(w.beacon_id).or_default().push((p.signer, p.forged))
+                        witnesses.entry(w.beacon_id).or_default().push((p.signer, p.forged, w))
                     }
                     _ => {}
                 }
             }
+            let is_role = |g: &GatewayId, pred: &dyn Fn(Role) -> bool| {
+                index.get(g).is_some_and(|k| pred(self.slots[*k].role))
+            };
+            let forger = |r: Role| r == Role::ForgedWitness;
+            let sybil = |r: Role| matches!(r, Role::Sybil(_));
             let mut tally = RewardTally::new();
             let mut without_forged = RewardTally::new();
-            for (beacon, beaconer) in &beacons {
+            for (beacon, (beaconer, b)) in &beacons {
                 let ws = witnesses.get(beacon).cloned().unwrap_or_default();
-                let mut all: Vec<GatewayId> = ws.iter().map(|(g, _)| *g).collect();
-                all.sort();
-                tally.add_beacon(&params, beaconer, &all);
-                // The forgers' reports (the Sybils' are judged by their ring's total).
-                let forged = ws
-                    .iter()
-                    .filter(|(g, f)| {
-                        *f && index.get(g).is_some_and(|k| self.slots[*k].role == Role::ForgedWitness)
-                    })
-                    .count() as u64;
-                self.result.sybil_forged_counted += ws
-                    .iter()
-                    .filter(|(g, f)| {
-                        *f && index.get(g).is_some_and(|k| matches!(self.slots[*k].role, Role::Sybil(_)))
-                    })
-                    .count() as u64;
-                if forged > 0 {
-                    let per = params.poc_units(all.len() as u32).per_witness;
-                    self.result.forged_counted += forged;
-                    self.result.forged_units += forged * per;
+                // The node's own cross-witness rule decides who is rewarded.
+                let excess = |w: &WitnessReport| {
+                    witness::distance_between(b.location, w.location)
+                        .map_or(i64::MAX, |d| witness::excess_loss_ddb(b, w, d))
+                };
+                let all: Vec<(GatewayId, i64)> = ws.iter().map(|(g, _, w)| (*g, excess(w))).collect();
+                let rewarded = pool::rewarded_witnesses(&all);
+                tally.add_beacon(&params, beaconer, &rewarded);
+                let paid = |g: &GatewayId| rewarded.binary_search(g).is_ok();
+                for (g, f, _) in &ws {
+                    match (*f, paid(g)) {
+                        (true, false) => self.result.excluded_forged += 1,
+                        (false, false) => self.result.excluded_real += 1,
+                        _ => {}
+                    }
                 }
-                let mut real: Vec<GatewayId> = ws.iter().filter(|(_, f)| !*f).map(|(g, _)| *g).collect();
-                real.sort();
-                without_forged.add_beacon(&params, beaconer, &real);
+                for (_, x) in all.iter().zip(&ws).filter(|(_, (_, f, _))| !*f).map(|(a, _)| a) {
+                    self.result.listed_real += 1;
+                    self.result.real_above_free_space += u64::from(*x < witness::ABOVE_FREE_SPACE_DDB);
+                    self.result.real_open_site +=
+                        u64::from((witness::ABOVE_FREE_SPACE_DDB..witness::OPEN_SITE_DDB).contains(x));
+                }
+                // The forgers' reports (the Sybils' are judged by their ring's total).
+                let forged = ws.iter().filter(|(g, f, _)| *f && is_role(g, &forger)).count() as u64;
+                let forged_paid =
+                    ws.iter().filter(|(g, f, _)| *f && paid(g) && is_role(g, &forger)).count() as u64;
+                self.result.sybil_forged_listed +=
+                    ws.iter().filter(|(g, f, _)| *f && is_role(g, &sybil)).count() as u64;
+                self.result.sybil_forged_counted +=
+                    ws.iter().filter(|(g, f, _)| *f && paid(g) && is_role(g, &sybil)).count() as u64;
+                if forged > 0 {
+                    let per = params.poc_units(rewarded.len() as u32).per_witness;
+                    self.result.forged_counted += forged;
+                    self.result.forged_units += forged_paid * per;
+                }
+                // Real coverage: the real receptions alone, under the same rule.
+                let real: Vec<(GatewayId, i64)> =
+                    ws.iter().filter(|(_, f, _)| !*f).map(|(g, _, w)| (*g, excess(w))).collect();
+                without_forged.add_beacon(&params, beaconer, &pool::rewarded_witnesses(&real));
             }
             if tally.root() == summary.rewards_root {
                 self.result.rewards_root_matches += 1;

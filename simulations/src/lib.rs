@@ -193,6 +193,12 @@ fn rewards(report: &mut Report, world: &World, shards: &[ShardResult]) {
         r.forged_published += sh.forged_published;
         r.forged_counted += sh.forged_counted;
         r.sybil_forged_counted += sh.sybil_forged_counted;
+        r.sybil_forged_listed += sh.sybil_forged_listed;
+        r.excluded_forged += sh.excluded_forged;
+        r.excluded_real += sh.excluded_real;
+        r.listed_real += sh.listed_real;
+        r.real_above_free_space += sh.real_above_free_space;
+        r.real_open_site += sh.real_open_site;
         r.forged_units += sh.forged_units;
         r.rewards_root_recomputed += sh.rewards_root_matches;
         r.decided += sh.decided.values().filter(|d| d.summary.is_some()).count() as u64;
@@ -285,8 +291,8 @@ fn checks(report: &mut Report, s: &Scenario) {
             name: "sybil_ring_earns_no_more_than_its_coverage".into(),
             passed: r.sybil_units <= r.sybil_honest_coverage_units,
             detail: format!(
-                "{} units vs {} from real coverage; {} intra-ring forged reports counted",
-                r.sybil_units, r.sybil_honest_coverage_units, r.sybil_forged_counted
+                "{} units vs {} from real coverage; {} intra-ring forged reports listed, {} rewarded",
+                r.sybil_units, r.sybil_honest_coverage_units, r.sybil_forged_listed, r.sybil_forged_counted
             ),
         });
     }

@@ -130,9 +130,26 @@ pub struct Rewards {
     pub forged_published: u64,
     /// Forgers' witness reports counted in decided summaries (Sybils' intra-ring reports are not included).
     pub forged_counted: u64,
-    /// Sybils' forged intra-ring witness reports counted in decided summaries:
-    /// each passed every witness rule and takes a rewarded slot of the beacon.
+    /// Sybils' forged intra-ring witness reports rewarded in decided
+    /// summaries: each passed every witness rule, the cross-witness rule
+    /// included, and takes a rewarded slot of the beacon.
     pub sybil_forged_counted: u64,
+    /// Sybils' forged intra-ring witness reports listed in decided summaries,
+    /// rewarded or not: how many reached consensus.
+    pub sybil_forged_listed: u64,
+    /// Listed witness reports the cross-witness rule left unrewarded:
+    /// forged ones (forgers' and Sybils').
+    pub excluded_forged: u64,
+    /// Listed witness reports the cross-witness rule left unrewarded: real
+    /// receptions (honest gateways' and every adversary's real ones), the
+    /// rule's false positives.
+    pub excluded_real: u64,
+    /// Listed witness reports of real receptions.
+    pub listed_real: u64,
+    /// Of those, how many claim more than free space (what the cross-witness rule judges).
+    pub real_above_free_space: u64,
+    /// Of those, how many are within 10 dB of free space, not above it (they corroborate).
+    pub real_open_site: u64,
     /// Units earned by the forgers' witness reports.
     pub forged_units: u64,
     /// Sybil rings' units.
@@ -285,13 +302,19 @@ impl Report {
         let r = &self.rewards;
         let _ = writeln!(
             t,
-            "forged witnesses: {} published, {} counted, {} units; sybil forged counted {}, units {} vs honest coverage {}",
+            "forged witnesses: {} published, {} counted, {} units; sybil forged listed {}, rewarded {}, units {} vs honest coverage {}",
             r.forged_published,
             r.forged_counted,
             r.forged_units,
+            r.sybil_forged_listed,
             r.sybil_forged_counted,
             r.sybil_units,
             r.sybil_honest_coverage_units
+        );
+        let _ = writeln!(
+            t,
+            "cross-witness rule: {} forged and {} of {} real witness reports left unrewarded; real ones above free space {}, within 10 dB of it {}",
+            r.excluded_forged, r.excluded_real, r.listed_real, r.real_above_free_space, r.real_open_site
         );
         let a = &self.anchors;
         let _ = writeln!(

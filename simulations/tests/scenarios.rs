@@ -15,7 +15,7 @@ fn every_scenario_file_parses() {
         }
     }
     names.sort();
-    for wanted in ["adversarial", "city-1k", "country-10k", "smoke"] {
+    for wanted in ["adversarial", "city-1k", "country-10k", "smoke", "sybil"] {
         assert!(names.iter().any(|n| n == wanted), "missing scenario {wanted}: {names:?}");
     }
 }

@@ -24,6 +24,16 @@
 //! [`not_denied`] applies an operator's denylist and is left to the caller,
 //! who holds the list.
 //!
+//! Finally, when a beacon's witnesses are tallied for rewards, the
+//! cross-witness rule [`free_space_corroborated`] looks at all of them at
+//! once: a witness claiming a reception stronger than free space
+//! ([`excess_loss_ddb`] below zero) is rewarded only when another witness of
+//! the beacon, itself not above free space, is within [`OPEN_SITE_DDB`] of it
+//! ([`Reason::FreeSpaceUncorroborated`] otherwise). The reports still count as listed reports;
+//! only their reward is withheld, so an honest proposal is never refused.
+//! This is the defence against Sybil witness rings; see its docs for the
+//! physics and the limits.
+//!
 //! # Where the numbers come from
 //!
 //! The defaults follow the public rules of Helium's IoT proof-of-coverage
@@ -102,6 +112,11 @@ pub enum Reason {
     /// The witness, the beaconer or the pair is on the denylist.
     #[error("the witness, the beaconer or the pair is denied")]
     Denied,
+    /// Valid alone, but it claims a reception stronger than free space that no
+    /// other witness of the beacon corroborates ([`free_space_corroborated`]):
+    /// not rewarded.
+    #[error("received above free space, and no other witness shows the beaconer's site open")]
+    FreeSpaceUncorroborated,
 }
 
 impl Reason {
@@ -128,6 +143,7 @@ impl Reason {
             Reason::Duplicate => "duplicate",
             Reason::NotSelected => "not_selected",
             Reason::Denied => "denied",
+            Reason::FreeSpaceUncorroborated => "free_space_uncorroborated",
         }
     }
 }
@@ -407,6 +423,96 @@ pub fn max_rssi_ddbm(beacon: &BeaconReport, witness_gain_ddbi: i16, distance_m: 
     i64::from(beacon.tx_power_ddbm) + i64::from(beacon.antenna_gain_ddbi) + i64::from(witness_gain_ddbi)
         - free_space_path_loss_ddb(distance_m, beacon.frequency_hz)
         + i64::from(params.rssi_margin_ddb)
+}
+
+/// The RSSI free space predicts, tenths of dBm: [`max_rssi_ddbm`] without
+/// the [`Params::rssi_margin_ddb`] allowance. Beacon conducted power plus both
+/// antenna gains, minus the free-space loss at the asserted distance.
+pub fn free_space_rssi_ddbm(beacon: &BeaconReport, witness_gain_ddbi: i16, distance_m: u64) -> i64 {
+    i64::from(beacon.tx_power_ddbm) + i64::from(beacon.antenna_gain_ddbi) + i64::from(witness_gain_ddbi)
+        - free_space_path_loss_ddb(distance_m, beacon.frequency_hz)
+}
+
+/// How much weaker than free space the witness heard the beacon, tenths of
+/// dB: [`free_space_rssi_ddbm`] minus the reported RSSI, at the asserted
+/// beaconer–witness distance. Real links lose more than free space
+/// (clutter, obstruction, foliage: typically 10–40 dB at ground level), so
+/// this is usually well above zero; it is negative when the witness claims
+/// more power than free space delivers, which [`rssi_within_free_space`]
+/// allows down to `−rssi_margin_ddb` for an in-phase ground reflection.
+pub fn excess_loss_ddb(beacon: &BeaconReport, witness: &WitnessReport, distance_m: u64) -> i64 {
+    free_space_rssi_ddbm(beacon, witness.antenna_gain_ddbi, distance_m) - i64::from(witness.rssi_ddbm)
+}
+
+/// A witness whose [`excess_loss_ddb`] is below this, tenths of dB, claims a
+/// reception stronger than free space: 0 dB. Free space is what an
+/// unobstructed line of sight delivers; more needs a ground (or wall)
+/// reflection arriving in phase with the direct ray, which adds at most
+/// 6.02 dB (two-ray model, the per-report margin) and only at particular
+/// distances and antenna heights. Helium's verifier refuses such reports
+/// outright; meshd keeps them valid and asks the other witnesses
+/// ([`free_space_corroborated`]).
+pub const ABOVE_FREE_SPACE_DDB: i64 = 0;
+
+/// A witness whose [`excess_loss_ddb`] is at least [`ABOVE_FREE_SPACE_DDB`]
+/// and below this, tenths of dB, shows the beaconer's site open: 10 dB. By
+/// single knife-edge diffraction (ITU-R P.526) an obstacle whose edge just
+/// touches the direct ray costs 6 dB, and one rising about a third of the
+/// first Fresnel radius above it (ν ≈ 0.45) about 10 dB, so a link within
+/// 10 dB of free space is at most grazingly obstructed: near line of sight,
+/// what a real open site (a mast, a hill) shows towards several of its
+/// neighbours. Cluttered links at ground level lose 20–40 dB more than free
+/// space.
+pub const OPEN_SITE_DDB: i64 = 100;
+
+/// The cross-witness rule over all the witnesses of one beacon, given each
+/// one's [`excess_loss_ddb`] (element `i` of the result for `excess_ddb[i]`):
+/// the witnesses above free space (below [`ABOVE_FREE_SPACE_DDB`]) are
+/// rewarded only when another witness of the beacon, itself not above free
+/// space, is within [`OPEN_SITE_DDB`] of it (corroborating an open site);
+/// otherwise each of them is [`Reason::FreeSpaceUncorroborated`]. Every
+/// other witness is `Ok`.
+///
+/// # Why
+///
+/// A Sybil ring's members sit at one spot and assert spread-out locations;
+/// they cannot really hear each other from the asserted distances, so they
+/// forge the witness reports of each other's beacons. To pass
+/// [`rssi_within_free_space`] and still look strong, the forger claims an
+/// RSSI near the bound, which lies above free space (the bound includes the
+/// in-phase-reflection margin). Each report alone is possible physics: a clear
+/// line of sight and a lucky reflection. But a beaconer with a clear line of
+/// sight to one neighbour has an open antenna site, and its beacon reaches
+/// other neighbours nearly unobstructed too; the ring's beacon, transmitted
+/// from its real, cluttered spot, reaches the real witnesses through the
+/// clutter. Claims above free space that no witness outside them confirms
+/// earn nothing. Withholding their reward (not refusing the proposal) keeps
+/// honest proposals valid and takes away the forged slots' units, including
+/// their dilution of the honest witnesses' share.
+///
+/// # Properties
+///
+/// Pure, integer-only, and a function of the multiset of excess losses: the
+/// verdicts depend on each witness's own value and on whether any
+/// corroborating value is present, never on the order, so proposer and
+/// members agree. Witnesses above free space never corroborate each other.
+///
+/// # Limits
+///
+/// It judges claims above free space only. A ring that claims a plausible
+/// loss instead (below free space), or that forges one corroborating report
+/// within [`OPEN_SITE_DDB`] for each beacon, passes: such a ring must then
+/// claim weaker links, and nothing in RSSI alone can tell a well-made forgery
+/// from a real reception. A real open site whose only strong neighbour is the
+/// one above free space loses that witness's reward for the beacon. See
+/// `docs/protocol.md`.
+pub fn free_space_corroborated(excess_ddb: &[i64]) -> Vec<Result<(), Reason>> {
+    let above = |x: i64| x < ABOVE_FREE_SPACE_DDB;
+    let open = excess_ddb.iter().any(|&x| !above(x) && x < OPEN_SITE_DDB);
+    excess_ddb
+        .iter()
+        .map(|&x| if above(x) && !open { Err(Reason::FreeSpaceUncorroborated) } else { Ok(()) })
+        .collect()
 }
 
 /// The witness's RSSI is at most [`max_rssi_ddbm`]: stronger would mean the

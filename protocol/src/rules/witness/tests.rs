@@ -360,13 +360,103 @@ fn reason_names_are_distinct_snake_case() {
         Reason::Duplicate,
         Reason::NotSelected,
         Reason::Denied,
+        Reason::FreeSpaceUncorroborated,
     ];
     let names: std::collections::BTreeSet<&str> = all.iter().map(|r| r.as_str()).collect();
     assert_eq!(names.len(), all.len());
     assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
 }
 
+#[test]
+fn excess_loss_is_the_distance_below_free_space() {
+    let (b, w) = (beacon(), witness());
+    let d = run(&b, &w).expect("valid");
+    let fs = free_space_rssi_ddbm(&b, w.antenna_gain_ddbi, d);
+    assert_eq!(
+        fs + i64::from(Params::default().rssi_margin_ddb),
+        max_rssi_ddbm(&b, 30, d, &Params::default())
+    );
+    assert_eq!(excess_loss_ddb(&b, &w, d), fs + 900);
+    assert!(excess_loss_ddb(&b, &w, d) > 0, "−90 dBm at 1.1 km is below free space");
+    // A report at the per-report bound claims 6 dB more than free space.
+    let strong = WitnessReport { rssi_ddbm: max_rssi_ddbm(&b, 30, d, &Params::default()) as i16, ..w };
+    assert_eq!(run(&b, &strong), Ok(d));
+    assert_eq!(excess_loss_ddb(&b, &strong, d), -60);
+}
+
+#[test]
+fn witnesses_at_or_below_free_space_are_never_judged() {
+    assert_eq!(free_space_corroborated(&[]), Vec::<Result<(), Reason>>::new());
+    assert_eq!(free_space_corroborated(&[0, 300, 5, 1000]), vec![Ok(()); 4]);
+}
+
+#[test]
+fn claims_above_free_space_need_a_witness_showing_the_site_open() {
+    let no = Err(Reason::FreeSpaceUncorroborated);
+    // Alone, or with cluttered witnesses only: not rewarded.
+    assert_eq!(free_space_corroborated(&[-50]), vec![no]);
+    assert_eq!(free_space_corroborated(&[-50, 100, 350]), vec![no, Ok(()), Ok(())]);
+    // Claims above free space do not corroborate each other.
+    assert_eq!(free_space_corroborated(&[-50, -1, 400]), vec![no, no, Ok(())]);
+    // One witness within 10 dB of free space (and not above it) corroborates all.
+    assert_eq!(free_space_corroborated(&[-50, -1, 99]), vec![Ok(()); 3]);
+    assert_eq!(free_space_corroborated(&[-60, 0]), vec![Ok(()); 2]);
+}
+
+/// Witness `i` of a Sybil ring asserting a circle of 2 km around the beaconer
+/// (`i` = 0..3, at 0°, 90°, 180°), with the ring's forgery: 3 dB under the
+/// per-report bound, as `simulations` forges it.
+fn ring_forgery(i: usize) -> (WitnessReport, u64) {
+    let b = beacon();
+    let (dlat, dlng) = [(0.018, 0.0), (0.0, 0.0295), (-0.018, 0.0)][i];
+    let location = loc(52.5200 + dlat, 13.4050 + dlng);
+    let d = distance_between(b.location, location).expect("valid");
+    let rssi = max_rssi_ddbm(&b, 30, d, &Params::default()) - 30;
+    (WitnessReport { location, rssi_ddbm: rssi as i16, ..witness() }, d)
+}
+
+#[test]
+fn a_sybil_rings_forged_witnesses_pass_every_report_rule_and_are_not_rewarded() {
+    let b = beacon();
+    let mut excess = Vec::new();
+    for i in 0..3 {
+        let (w, d) = ring_forgery(i);
+        assert_eq!(run(&b, &w), Ok(d), "each forgery passes every per-report rule");
+        excess.push(excess_loss_ddb(&b, &w, d));
+    }
+    // An honest witness at −90 dBm, 1.1 km away.
+    let honest = witness();
+    excess.push(excess_loss_ddb(&b, &honest, run(&b, &honest).expect("valid")));
+    let no = Err(Reason::FreeSpaceUncorroborated);
+    assert_eq!(free_space_corroborated(&excess), vec![no, no, no, Ok(())]);
+}
+
 proptest! {
+    #[test]
+    fn the_cross_witness_rule_depends_on_the_set_and_judges_only_claims_above_free_space(
+        excess in prop::collection::vec(-60i64..600, 0..20),
+        seed in any::<u64>(),
+    ) {
+        let verdicts = free_space_corroborated(&excess);
+        prop_assert_eq!(verdicts.len(), excess.len());
+        let open = excess.iter().any(|&x| (ABOVE_FREE_SPACE_DDB..OPEN_SITE_DDB).contains(&x));
+        for (x, v) in excess.iter().zip(&verdicts) {
+            if *x >= ABOVE_FREE_SPACE_DDB {
+                // Nothing at or below free space is ever excluded.
+                prop_assert_eq!(*v, Ok(()));
+            } else {
+                prop_assert_eq!(v.is_err(), !open);
+            }
+        }
+        // Rotated input, rotated verdicts.
+        let k = if excess.is_empty() { 0 } else { (seed as usize) % excess.len() };
+        let mut rotated = excess.clone();
+        rotated.rotate_left(k);
+        let mut again = free_space_corroborated(&rotated);
+        again.rotate_right(k);
+        prop_assert_eq!(verdicts, again);
+    }
+
     #[test]
     fn selection_does_not_depend_on_input_order(
         raw in prop::collection::vec((0u8..12, 0u64..20, any::<bool>()), 0..30),

@@ -28,7 +28,7 @@
 //! cross-witness rule [`free_space_corroborated`] looks at all of them at
 //! once: a witness claiming a reception stronger than free space
 //! ([`excess_loss_ddb`] below zero) is rewarded only when another witness of
-//! the beacon, itself not above free space, is within [`OPEN_SITE_DDB`] of it
+//! the beacon, itself not above free space, is within [`OPEN_SITE_DDB`] of free space
 //! ([`Reason::FreeSpaceUncorroborated`] otherwise). The reports still count as listed reports;
 //! only their reward is withheld, so an honest proposal is never refused.
 //! This is the defence against Sybil witness rings; see its docs for the
@@ -469,7 +469,7 @@ pub const OPEN_SITE_DDB: i64 = 100;
 /// one's [`excess_loss_ddb`] (element `i` of the result for `excess_ddb[i]`):
 /// the witnesses above free space (below [`ABOVE_FREE_SPACE_DDB`]) are
 /// rewarded only when another witness of the beacon, itself not above free
-/// space, is within [`OPEN_SITE_DDB`] of it (corroborating an open site);
+/// space, is within [`OPEN_SITE_DDB`] of free space (corroborating an open site);
 /// otherwise each of them is [`Reason::FreeSpaceUncorroborated`]. Every
 /// other witness is `Ok`.
 ///

@@ -19,9 +19,10 @@
 //! [`witness::free_space_corroborated`] withholds it from witnesses claiming
 //! a reception stronger than free space that no other witness of the beacon
 //! corroborates (the signature of a Sybil ring forging each other's
-//! beacons). Proposer and members apply it in
-//! [`summarize`] to the same listed set ([`rewarded_witnesses`]), so it never
-//! makes an honest proposal invalid.
+//! beacons). Of the others, the [`witness::Params::max_rewarded_witnesses`]
+//! earliest received are rewarded ([`witness::select`]). Proposer and members
+//! apply both in [`summarize`] to the same listed set ([`rewarded_witnesses`]),
+//! so they never make an honest proposal invalid.
 //!
 //! # Meter attestations
 //!
@@ -468,7 +469,7 @@ impl Pool {
 /// (each with its [`witness::excess_loss_ddb`], for the cross-witness rule).
 struct Counted<'a> {
     beacons: BTreeMap<BeaconId, (&'a GatewayId, &'a BeaconReport)>,
-    witnesses: BTreeMap<BeaconId, Vec<(GatewayId, i64)>>,
+    witnesses: BTreeMap<BeaconId, Vec<ListedWitness>>,
     /// Credited Wh per meter.
     energy: BTreeMap<MeterId, u64>,
     attestations: usize,
@@ -509,7 +510,7 @@ fn count<'a>(ctx: &Context, reports: &[&'a Report]) -> Result<Counted<'a>, (Hash
             beacons.insert(b.beacon_id, (&r.signer, b));
         }
     }
-    let mut witnesses: BTreeMap<BeaconId, Vec<(GatewayId, i64)>> = BTreeMap::new();
+    let mut witnesses: BTreeMap<BeaconId, Vec<ListedWitness>> = BTreeMap::new();
     let mut intervals: BTreeMap<MeterId, MeterIntervals> = BTreeMap::new();
     let mut energy: BTreeMap<MeterId, u64> = BTreeMap::new();
     let mut attestations = 0;
@@ -523,10 +524,14 @@ fn count<'a>(ctx: &Context, reports: &[&'a Report]) -> Result<Counted<'a>, (Hash
                 let distance = witness::check(b, w, beaconer, &r.signer, &ctx.witness)
                     .map_err(|reason| (r.id, Reason::Witness(reason)))?;
                 let list = witnesses.entry(w.beacon_id).or_default();
-                if list.iter().any(|(g, _)| *g == r.signer) {
+                if list.iter().any(|l| l.witness == r.signer) {
                     return Err((r.id, Reason::SecondWitness));
                 }
-                list.push((r.signer, witness::excess_loss_ddb(b, w, distance)));
+                list.push(ListedWitness {
+                    witness: r.signer,
+                    excess_loss_ddb: witness::excess_loss_ddb(b, w, distance),
+                    received_at_ms: w.received_at_ms,
+                });
             }
             Message::MeterAttestation(a) => {
                 let reading = attested_reading(a).map_err(|reason| (r.id, reason))?;
@@ -659,21 +664,43 @@ fn tally(ctx: &Context, counted: &Counted<'_>) -> RewardTally {
     let mut tally = RewardTally::new();
     for (beacon_id, (beaconer, _)) in &counted.beacons {
         let ws = counted.witnesses.get(beacon_id).map(Vec::as_slice).unwrap_or_default();
-        tally.add_beacon(&ctx.rewards, beaconer, &rewarded_witnesses(ws));
+        tally.add_beacon(&ctx.rewards, beaconer, &rewarded_witnesses(ws, &ctx.witness));
     }
     tally
 }
 
+/// One listed witness report of a beacon, as the reward rules see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListedWitness {
+    /// The witness (the report's signer).
+    pub witness: GatewayId,
+    /// Its [`witness::excess_loss_ddb`] at the asserted distance.
+    pub excess_loss_ddb: i64,
+    /// Its reception time, Unix ms.
+    pub received_at_ms: u64,
+}
+
 /// The rewarded witnesses of one beacon, in id order, from its listed
-/// witnesses and their [`witness::excess_loss_ddb`]: those that
-/// [`witness::free_space_corroborated`] does not exclude. Depends on the set, not on
-/// its order. The simulator applies the same function to recompute rewards.
-pub fn rewarded_witnesses(witnesses: &[(GatewayId, i64)]) -> Vec<GatewayId> {
-    let excess: Vec<i64> = witnesses.iter().map(|(_, x)| *x).collect();
-    let mut rewarded: Vec<GatewayId> = witnesses
+/// witnesses: those the cross-witness rule
+/// ([`witness::free_space_corroborated`]) does not exclude, then of those the
+/// [`witness::Params::max_rewarded_witnesses`] earliest received, ties to the
+/// smaller id ([`witness::select`]). Depends on the set, not on its order.
+/// The simulator applies the same function to recompute rewards.
+pub fn rewarded_witnesses(witnesses: &[ListedWitness], params: &witness::Params) -> Vec<GatewayId> {
+    let excess: Vec<i64> = witnesses.iter().map(|l| l.excess_loss_ddb).collect();
+    let candidates: Vec<witness::Candidate> = witnesses
         .iter()
         .zip(witness::free_space_corroborated(&excess))
-        .filter_map(|((g, _), verdict)| verdict.is_ok().then_some(*g))
+        .map(|(l, verdict)| witness::Candidate {
+            witness: l.witness,
+            received_at_ms: l.received_at_ms,
+            verdict,
+        })
+        .collect();
+    let mut rewarded: Vec<GatewayId> = candidates
+        .iter()
+        .zip(witness::select(&candidates, params))
+        .filter_map(|(c, verdict)| verdict.is_ok().then_some(c.witness))
         .collect();
     rewarded.sort();
     rewarded

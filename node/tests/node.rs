@@ -746,13 +746,43 @@ fn a_registry_change_applies_from_the_next_epoch_and_survives_a_restart() {
 #[test]
 fn witnesses_claiming_more_than_free_space_uncorroborated_are_listed_but_not_rewarded() {
     let g = |b: u8| GatewayId([b; 32]);
+    let listed = |list: &[(u8, i64)]| -> Vec<pool::ListedWitness> {
+        list.iter()
+            .map(|(b, excess)| pool::ListedWitness {
+                witness: g(*b),
+                excess_loss_ddb: *excess,
+                received_at_ms: 1_000,
+            })
+            .collect()
+    };
+    let params = meshd_protocol::rules::witness::Params::default();
     // Three witnesses 3 dB above free space (a Sybil ring's forgeries) and two cluttered links.
-    let listed = [(g(5), -30), (g(1), 280), (g(4), -30), (g(2), 150), (g(3), -30)];
-    assert_eq!(pool::rewarded_witnesses(&listed), vec![g(1), g(2)]);
+    let mut five = listed(&[(5, -30), (1, 280), (4, -30), (2, 150), (3, -30)]);
+    assert_eq!(pool::rewarded_witnesses(&five, &params), vec![g(1), g(2)]);
     // The verdict depends on the set, not on its order.
-    let mut reversed = listed;
-    reversed.reverse();
-    assert_eq!(pool::rewarded_witnesses(&reversed), vec![g(1), g(2)]);
+    five.reverse();
+    assert_eq!(pool::rewarded_witnesses(&five, &params), vec![g(1), g(2)]);
     // A near-line-of-sight witness (5 dB under free space) shows the site open.
-    assert_eq!(pool::rewarded_witnesses(&[(g(7), -30), (g(1), 50)]), vec![g(1), g(7)]);
+    assert_eq!(pool::rewarded_witnesses(&listed(&[(7, -30), (1, 50)]), &params), vec![g(1), g(7)]);
+}
+
+#[test]
+fn of_more_witnesses_than_the_cap_the_earliest_received_are_rewarded() {
+    let g = |b: u8| GatewayId([b; 32]);
+    let params = meshd_protocol::rules::witness::Params {
+        max_rewarded_witnesses: 2,
+        ..meshd_protocol::rules::witness::Params::default()
+    };
+    // Received at 30, 10, 20 and 10 ms: the two at 10 ms win; an
+    // uncorroborated claim above free space does not take a slot.
+    let list = [(3, 30, 150), (2, 10, 150), (1, 20, 150), (4, 10, 150), (9, 0, -30)];
+    let listed: Vec<pool::ListedWitness> = list
+        .iter()
+        .map(|(b, at, excess)| pool::ListedWitness {
+            witness: g(*b),
+            excess_loss_ddb: *excess,
+            received_at_ms: *at,
+        })
+        .collect();
+    assert_eq!(pool::rewarded_witnesses(&listed, &params), vec![g(2), g(4)]);
 }

@@ -1174,6 +1174,8 @@ impl<'w> Shard<'w> {
         let index: BTreeMap<GatewayId, usize> =
             self.slots.iter().enumerate().map(|(k, s)| (s.id, k)).collect();
         let params = RewardParams::default();
+        // The nodes' witness rules (the simulated network runs the defaults).
+        let witness_params = witness::Params::default();
         let mut units = vec![0u64; n];
         let mut honest_units = vec![0u64; n];
         for d in self.result.decided.values() {
@@ -1207,18 +1209,25 @@ impl<'w> Shard<'w> {
                     witness::distance_between(b.location, w.location)
                         .map_or(i64::MAX, |d| witness::excess_loss_ddb(b, w, d))
                 };
-                let all: Vec<(GatewayId, i64)> = ws.iter().map(|(g, _, w)| (*g, excess(w))).collect();
-                let rewarded = pool::rewarded_witnesses(&all);
+                let listed = |w: &(GatewayId, bool, &WitnessReport)| pool::ListedWitness {
+                    witness: w.0,
+                    excess_loss_ddb: excess(w.2),
+                    received_at_ms: w.2.received_at_ms,
+                };
+                let all: Vec<pool::ListedWitness> = ws.iter().map(listed).collect();
+                let rewarded = pool::rewarded_witnesses(&all, &witness_params);
                 tally.add_beacon(&params, beaconer, &rewarded);
                 let paid = |g: &GatewayId| rewarded.binary_search(g).is_ok();
-                for (g, f, _) in &ws {
-                    match (*f, paid(g)) {
+                // Exclusions by the cross-witness rule (not by the cap).
+                let excess_all: Vec<i64> = all.iter().map(|l| l.excess_loss_ddb).collect();
+                for ((_, f, _), verdict) in ws.iter().zip(witness::free_space_corroborated(&excess_all)) {
+                    match (*f, verdict.is_ok()) {
                         (true, false) => self.result.excluded_forged += 1,
                         (false, false) => self.result.excluded_real += 1,
                         _ => {}
                     }
                 }
-                for (_, x) in all.iter().zip(&ws).filter(|(_, (_, f, _))| !*f).map(|(a, _)| a) {
+                for x in all.iter().zip(&ws).filter(|(_, (_, f, _))| !*f).map(|(a, _)| &a.excess_loss_ddb) {
                     self.result.listed_real += 1;
                     self.result.real_above_free_space += u64::from(*x < witness::ABOVE_FREE_SPACE_DDB);
                     self.result.real_open_site +=
@@ -1238,9 +1247,12 @@ impl<'w> Shard<'w> {
                     self.result.forged_units += forged_paid * per;
                 }
                 // Real coverage: the real receptions alone, under the same rule.
-                let real: Vec<(GatewayId, i64)> =
-                    ws.iter().filter(|(_, f, _)| !*f).map(|(g, _, w)| (*g, excess(w))).collect();
-                without_forged.add_beacon(&params, beaconer, &pool::rewarded_witnesses(&real));
+                let real: Vec<pool::ListedWitness> = ws.iter().filter(|(_, f, _)| !*f).map(listed).collect();
+                without_forged.add_beacon(
+                    &params,
+                    beaconer,
+                    &pool::rewarded_witnesses(&real, &witness_params),
+                );
             }
             if tally.root() == summary.rewards_root {
                 self.result.rewards_root_matches += 1;

@@ -317,7 +317,8 @@ pub struct RealStack {
     pub messages: usize,
     /// Pause between publishes, ms. Default 20.
     pub publish_interval_ms: u64,
-    /// Longest wait for the overlay to form, s. Default 60.
+    /// Longest wait for the overlay to form once every node has started, s.
+    /// Default 60.
     pub form_timeout_s: u64,
     /// How long to wait for the last deliveries, s. Default 10.
     pub drain_s: u64,

@@ -624,7 +624,16 @@ impl Gateway {
             Err(refusal) => {
                 self.metrics.anchor_book_refused(refusal.as_str());
                 tracing::debug!(%refusal, "summary or certificate not taken for anchoring");
-                if refusal.is_provably_invalid() { Verdict::Reject } else { Verdict::Ignore }
+                // The verdict decides whether gossip relays the message: a
+                // decision this gateway has already signed its range without
+                // is still due at gateways that have not.
+                if refusal.is_provably_invalid() {
+                    Verdict::Reject
+                } else if refusal.is_local() {
+                    Verdict::Accept
+                } else {
+                    Verdict::Ignore
+                }
             }
         }
     }

@@ -758,8 +758,6 @@ fn cell_of((lat, lon): (f64, f64)) -> String {
 }
 
 #[test]
-#[ignore = "open bug: in the last runs every Lisbon member missed Berlin's decision of each range's \
-            last epoch (gossip and the overdue fetch both) and signed without it; run with --ignored"]
 fn two_regions_anchor_one_root_over_both_regions_summaries() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let anvil = runtime.block_on(chain::Anvil::start_on(free_port(), &["--block-time", "1"]));

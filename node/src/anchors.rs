@@ -155,6 +155,13 @@ impl Refusal {
         matches!(self, Refusal::NoQuorum { .. } | Refusal::Conflict { .. })
     }
 
+    /// Whether the refusal is about this gateway's own collecting only (its
+    /// window of epochs), not about the message: another gateway, still
+    /// collecting that epoch, needs it, so gossip must relay it.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Refusal::OutOfWindow { .. })
+    }
+
     /// A short stable name for metrics labels.
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -276,6 +276,7 @@ pub async fn run(config: Config, keys: KeyFile, shutdown: CancellationToken) -> 
         metrics: node_metrics,
         status: status_tx,
         peers: 0,
+        connected: BTreeSet::new(),
         last_anchor: None,
         started_ms,
     };
@@ -432,6 +433,8 @@ struct Gateway {
     metrics: metrics::NodeMetrics,
     status: watch::Sender<Status>,
     peers: usize,
+    /// The gateways connected at the last refresh.
+    connected: BTreeSet<GatewayId>,
     last_anchor: Option<status::Anchor>,
     started_ms: u64,
 }
@@ -652,8 +655,11 @@ impl Gateway {
             if next_ms > now_ms {
                 continue;
             }
-            let members: Vec<GatewayId> =
+            // Members this gateway is connected to first: a request to one
+            // it would have to dial may take until the fetch timeout.
+            let mut members: Vec<GatewayId> =
                 book.members(region, epoch).into_iter().filter(|m| *m != own).collect();
+            members.sort_by_key(|m| !self.connected.contains(m));
             let Some(member) = members.get(attempt % members.len().max(1)).copied() else { continue };
             self.decision_asks.insert((region, epoch), (now_ms + DECISION_RETRY_MS, attempt + 1));
             tracing::debug!(region = %format!("{:x}", region.0), epoch, %member, "asking for a decision the anchor book misses");
@@ -943,6 +949,7 @@ impl Gateway {
     async fn refresh_peers(&mut self) {
         if let Ok(Ok(snapshot)) = tokio::time::timeout(GOSSIP_COMMAND_TIMEOUT, self.client.snapshot()).await {
             self.peers = snapshot.connected_peers.len();
+            self.connected = snapshot.connected_peers.iter().filter_map(gateway_of).collect();
         }
     }
 

@@ -187,10 +187,10 @@ fn mesh(root: &Path, fixed: bool) -> (Vec<Gateway>, Vec<PathBuf>) {
 }
 
 /// [`mesh`] with one gateway at each of `locations`. Every gateway
-/// bootstraps from the first one and from the first of its group of
-/// [`GATEWAYS`] (a region's gossip needs its members connected to each
-/// other; bootstrapping from another region's gateway alone leaves that to
-/// discovery).
+/// bootstraps from the first of each group of [`GATEWAYS`]: a region's
+/// gossip needs its members connected to each other (bootstrapping from
+/// another region's gateway alone leaves that to discovery), and an anchoring
+/// gateway asks connected members of other regions for decisions it missed.
 fn mesh_at(root: &Path, fixed: bool, locations: &[(f64, f64)]) -> (Vec<Gateway>, Vec<PathBuf>) {
     let genesis = now_s() + 2;
     let mut ids = Vec::new();
@@ -208,7 +208,7 @@ fn mesh_at(root: &Path, fixed: bool, locations: &[(f64, f64)]) -> (Vec<Gateway>,
     for n in 0..locations.len() {
         let dir = &dirs[n];
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
-        let hubs: BTreeSet<usize> = [0, n - n % GATEWAYS].into_iter().filter(|hub| *hub != n).collect();
+        let hubs: BTreeSet<usize> = (0..locations.len()).step_by(GATEWAYS).filter(|hub| *hub != n).collect();
         let bootstrap: Vec<String> = hubs
             .iter()
             .map(|hub| format!("\"/ip4/127.0.0.1/tcp/{}/p2p/{}\"", p2p[*hub], ids[*hub]))

@@ -25,7 +25,7 @@
 //!   every region's certified summaries from the global topic; each range
 //!   it hands out is stored (its leaves, for proofs and restarts) before its
 //!   root is signed with the anchor key and published. The node's own
-//!   `SignAnchor` (its region's sub-root) is not used. The latest anchor
+//!   anchoring (its region's sub-root) is switched off. The latest anchor
 //!   shows in the status.
 //!
 //! After each step the loop publishes a [`status::Status`] that
@@ -480,8 +480,8 @@ impl Gateway {
                         });
                     }
                 }
-                // The node's root covers its own region only; the anchor
-                // book signs each range over every region's summaries.
+                // Off (`anchor_every` 0): the anchor book signs each range
+                // over every region's summaries.
                 Output::SignAnchor { .. } => {}
                 Output::Event(Event::Finalized { epoch, round, summary }) => {
                     if let (Some(book), Some((summary, _))) =

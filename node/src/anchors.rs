@@ -340,10 +340,25 @@ impl AnchorBook {
         now_ms: u64,
     ) -> Result<Taken, Refusal> {
         let result = self.take_summary(publisher, summary, now_ms);
+        self.counted(result)
+    }
+
+    fn counted(&mut self, result: Result<Taken, Refusal>) -> Result<Taken, Refusal> {
         if result.is_err() {
             self.metrics.refused += 1;
         }
         result
+    }
+
+    /// What a half of a decision whose (epoch, region) is certified already
+    /// amounts to: a copy when it names the certified summary, a conflict otherwise.
+    fn against_certified(&self, key: (u64, Region), hash: &Hash32) -> Option<Result<Taken, Refusal>> {
+        let leaf = self.certified.get(&key)?;
+        Some(if leaf.summary_hash == *hash {
+            Ok(Taken::Duplicate)
+        } else {
+            Err(Refusal::Conflict { region: key.1.0, epoch: key.0 })
+        })
     }
 
     fn take_summary(
@@ -355,12 +370,8 @@ impl AnchorBook {
         self.check_window(summary.epoch, now_ms)?;
         let key = (summary.epoch, summary.region);
         let hash = codec::summary_hash(&summary).map_err(|_| Refusal::Unhashable)?;
-        if let Some(leaf) = self.certified.get(&key) {
-            return if leaf.summary_hash == hash {
-                Ok(Taken::Duplicate)
-            } else {
-                Err(Refusal::Conflict { region: summary.region.0, epoch: summary.epoch })
-            };
+        if let Some(known) = self.against_certified(key, &hash) {
+            return known;
         }
         if !self.is_member(summary.region, publisher) {
             return Err(Refusal::NotMember { region: summary.region.0 });
@@ -394,10 +405,7 @@ impl AnchorBook {
         now_ms: u64,
     ) -> Result<Taken, Refusal> {
         let result = self.take_certificate(publisher, certificate, now_ms);
-        if result.is_err() {
-            self.metrics.refused += 1;
-        }
-        result
+        self.counted(result)
     }
 
     fn take_certificate(
@@ -408,12 +416,8 @@ impl AnchorBook {
     ) -> Result<Taken, Refusal> {
         self.check_window(certificate.epoch, now_ms)?;
         let key = (certificate.epoch, certificate.region);
-        if let Some(leaf) = self.certified.get(&key) {
-            return if leaf.summary_hash == certificate.summary {
-                Ok(Taken::Duplicate)
-            } else {
-                Err(Refusal::Conflict { region: certificate.region.0, epoch: certificate.epoch })
-            };
+        if let Some(known) = self.against_certified(key, &certificate.summary) {
+            return known;
         }
         if !self.is_member(certificate.region, publisher) {
             return Err(Refusal::NotMember { region: certificate.region.0 });

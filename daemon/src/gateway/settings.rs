@@ -104,7 +104,9 @@ pub fn settings(config: &Config, own: GatewayId) -> Result<Settings, SettingsErr
                 bandwidth_khz: config.radio.beacon_bandwidth_khz,
             },
         },
-        anchor_every: if anchor_contract.is_some() { network.anchor_every_epochs } else { 0 },
+        // The node's own anchor output covers its region only; the daemon's
+        // anchor book signs each range over every region (gateway.rs).
+        anchor_every: 0,
         anchor_domain: AnchorDomain {
             chain_id: config.chain.chain_id,
             verifying_contract: anchor_contract.unwrap_or(EvmAddress([0; 20])),
@@ -154,12 +156,12 @@ mod tests {
         let (mut config, own) = config();
         let settings = settings(&config, own).expect("settings");
         assert_eq!(settings.members, vec![own]);
-        assert_eq!(settings.node.anchor_every, 0, "no contract: no anchoring");
+        assert_eq!(settings.node.anchor_every, 0, "the anchor book anchors, not the node");
         assert_eq!(settings.node.radio.antenna_gain_ddbi, 20);
         assert_eq!(settings.node.region.resolution().ok(), Some(4));
         config.chain.anchor_contract = Some("0x5FbDB2315678afecb367f032d93F642f64180aa3".into());
         let settings = super::settings(&config, own).expect("settings");
-        assert_eq!(settings.node.anchor_every, 24);
+        assert_eq!(settings.node.anchor_every, 0);
         assert_eq!(settings.node.anchor_domain.verifying_contract.0[0], 0x5f);
     }
 

@@ -85,8 +85,8 @@ pub(crate) struct Behaviour {
     pub limits: connection_limits::Behaviour,
     /// Validated gossip of envelopes.
     pub gossipsub: Gossipsub,
-    /// Peer discovery across the network.
-    pub kademlia: kad::Behaviour<MemoryStore>,
+    /// Peer discovery across the network (absent with [`KademliaMode::Off`]).
+    pub kademlia: Toggle<kad::Behaviour<MemoryStore>>,
     /// Exchanges listen addresses, observed addresses and protocols.
     pub identify: identify::Behaviour,
     /// Liveness and round-trip times.
@@ -94,15 +94,15 @@ pub(crate) struct Behaviour {
     /// Peer discovery on the local network.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// Learns whether our addresses are reachable from outside.
-    pub autonat_client: autonat::v2::client::Behaviour,
+    pub autonat_client: Toggle<autonat::v2::client::Behaviour>,
     /// Tells peers whether their addresses are reachable.
     pub autonat_server: Toggle<autonat::v2::server::Behaviour>,
     /// Reserves slots on relays and dials through them.
-    pub relay_client: relay::client::Behaviour,
+    pub relay_client: Toggle<relay::client::Behaviour>,
     /// Relays for private peers (public nodes only).
     pub relay_server: Toggle<relay::Behaviour>,
     /// Upgrades relayed connections to direct ones by hole punching.
-    pub dcutr: dcutr::Behaviour,
+    pub dcutr: Toggle<dcutr::Behaviour>,
     /// Fetches envelopes by id.
     pub fetch: request_response::Behaviour<fetch::Codec>,
     /// Fetches a region's decision of an epoch.
@@ -148,12 +148,17 @@ impl Behaviour {
             // Records and provider records are not used: inbound PUTs are not stored.
             .set_record_filtering(kad::StoreInserts::FilterBoth)
             .set_kbucket_size(NonZeroUsize::new(KBUCKET_SIZE).unwrap_or(NonZeroUsize::MIN));
-        let mut kademlia = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_config);
-        match config.kademlia_mode {
-            KademliaMode::Auto => kademlia.set_mode(None),
-            KademliaMode::Server => kademlia.set_mode(Some(kad::Mode::Server)),
-            KademliaMode::Client => kademlia.set_mode(Some(kad::Mode::Client)),
-        }
+        let mode = match config.kademlia_mode {
+            KademliaMode::Auto => Some(None),
+            KademliaMode::Server => Some(Some(kad::Mode::Server)),
+            KademliaMode::Client => Some(Some(kad::Mode::Client)),
+            KademliaMode::Off => None,
+        };
+        let kademlia = mode.map(|mode| {
+            let mut kademlia = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_config);
+            kademlia.set_mode(mode);
+            kademlia
+        });
 
         let identify = identify::Behaviour::new(
             identify::Config::new(identify_protocol(&config.network), key.public())
@@ -170,11 +175,13 @@ impl Behaviour {
             None
         };
 
-        let autonat_client = autonat::v2::client::Behaviour::new(
-            // Nonces must be unpredictable to peers: seeded by the OS.
-            rand::make_rng::<rand::rngs::StdRng>(),
-            autonat::v2::client::Config::default().with_probe_interval(config.autonat_probe_interval),
-        );
+        let autonat_client = config.autonat_client.then(|| {
+            autonat::v2::client::Behaviour::new(
+                // Nonces must be unpredictable to peers: seeded by the OS.
+                rand::make_rng::<rand::rngs::StdRng>(),
+                autonat::v2::client::Config::default().with_probe_interval(config.autonat_probe_interval),
+            )
+        });
         let autonat_server = config.autonat_server.then(autonat::v2::server::Behaviour::default);
 
         let relay_server =
@@ -202,15 +209,15 @@ impl Behaviour {
         Ok(Behaviour {
             limits: connection_limits,
             gossipsub,
-            kademlia,
+            kademlia: kademlia.into(),
             identify,
             ping: ping::Behaviour::new(ping::Config::new()),
             mdns: mdns.into(),
-            autonat_client,
+            autonat_client: autonat_client.into(),
             autonat_server: autonat_server.into(),
-            relay_client,
+            relay_client: config.relay_client.then_some(relay_client).into(),
             relay_server: relay_server.into(),
-            dcutr: dcutr::Behaviour::new(peer_id),
+            dcutr: config.relay_client.then(|| dcutr::Behaviour::new(peer_id)).into(),
             fetch,
             decision,
         })

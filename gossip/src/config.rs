@@ -51,6 +51,11 @@ pub enum KademliaMode {
     Server,
     /// Never answer queries.
     Client,
+    /// No Kademlia at all: peers come only from `bootstrap`, `peers` and
+    /// mDNS. For closed meshes whose overlay is configured (a simulation of
+    /// thousands of nodes in one process, a private site); a gateway on the
+    /// public mesh needs discovery.
+    Off,
 }
 
 /// Bounds on everything a peer can make this node hold.
@@ -154,12 +159,19 @@ pub struct Config {
     pub mdns: bool,
     /// Kademlia mode. Default [`KademliaMode::Auto`].
     pub kademlia_mode: KademliaMode,
+    /// Probe our own addresses with AutoNAT v2 to learn whether the node is
+    /// reachable. Default on. Off, the node never learns it is private, so it
+    /// never reserves relay slots; for meshes whose addresses are known to
+    /// work (a simulation over the memory transport).
+    pub autonat_client: bool,
     /// Answer other nodes' AutoNAT v2 probes. Default on: every node that can
     /// dial out can tell a peer whether it is reachable.
     pub autonat_server: bool,
     /// How often AutoNAT v2 probes untested address candidates. Default 10 s.
     pub autonat_probe_interval: Duration,
-    /// Reserve slots on relays when AutoNAT finds the node private. Default on.
+    /// Reserve slots on relays when AutoNAT finds the node private, and
+    /// upgrade relayed connections by hole punching (DCUtR). Default on. Off,
+    /// neither protocol is offered to peers.
     pub relay_client: bool,
     /// Relays to reserve on (with their `/p2p/` id). When empty, connected
     /// peers that offer the relay protocol are used. Default none.
@@ -207,6 +219,7 @@ impl Default for Config {
             target_peers: 25,
             mdns: true,
             kademlia_mode: KademliaMode::Auto,
+            autonat_client: true,
             autonat_server: true,
             autonat_probe_interval: Duration::from_secs(10),
             relay_client: true,

@@ -484,7 +484,9 @@ impl EventLoop {
             // when the peer sees us on loopback too.
             let same_host = is_loopback(&info.observed_addr);
             for address in info.listen_addrs.iter().filter(|a| same_host || !is_loopback(a)) {
-                self.swarm.behaviour_mut().kademlia.add_address(&peer_id, address.clone());
+                if let Some(kademlia) = self.swarm.behaviour_mut().kademlia.as_mut() {
+                    kademlia.add_address(&peer_id, address.clone());
+                }
             }
         }
         let peer = self.peers.entry(peer_id).or_default();
@@ -798,7 +800,9 @@ impl EventLoop {
                 if self.swarm.is_connected(&peer) {
                     continue;
                 }
-                self.swarm.behaviour_mut().kademlia.add_address(&peer, address.clone());
+                if let Some(kademlia) = self.swarm.behaviour_mut().kademlia.as_mut() {
+                    kademlia.add_address(&peer, address.clone());
+                }
             }
             if let Err(error) = self.swarm.dial(address.clone()) {
                 tracing::debug!(%address, %error, "bootstrap dial refused");
@@ -822,8 +826,11 @@ impl EventLoop {
                 }
             }
         }
-        if connected > 0 && connected < self.config.target_peers {
-            self.swarm.behaviour_mut().kademlia.get_closest_peers(PeerId::random());
+        if connected > 0
+            && connected < self.config.target_peers
+            && let Some(kademlia) = self.swarm.behaviour_mut().kademlia.as_mut()
+        {
+            kademlia.get_closest_peers(PeerId::random());
         }
         self.reserve_relays();
     }

@@ -30,6 +30,7 @@
 
 pub mod engine;
 pub mod meter;
+mod plain;
 pub mod real;
 pub mod report;
 pub mod scenario;

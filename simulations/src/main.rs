@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use meshd_simulations::engine::Progress;
+use meshd_simulations::real::Stack;
 use meshd_simulations::scenario::Scenario;
 
 #[derive(Parser)]
@@ -60,6 +61,10 @@ enum Command {
         /// Runtime worker threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Run plain gossipsub nodes (libp2p signing, strict validation)
+        /// instead of the meshd stack: the baseline to compare against.
+        #[arg(long)]
+        plain: bool,
         /// Write the JSON report here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -85,7 +90,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Real { scenario, gateways, messages, threads, json } => {
+        Command::Real { scenario, gateways, messages, threads, plain, json } => {
             let mut s = load(&scenario)?;
             if let Some(g) = gateways {
                 s.placement.gateways = g;
@@ -94,10 +99,12 @@ fn main() -> anyhow::Result<()> {
                 s.real_stack.messages = m;
             }
             s.validate().with_context(|| format!("scenario {} with overrides", scenario.display()))?;
+            let stack = if plain { Stack::Plain } else { Stack::Meshd };
             let bar = ProgressBar::new_spinner();
             bar.enable_steady_tick(Duration::from_millis(200));
-            let report =
-                meshd_simulations::real::run(&s, threads, &|msg: &str| bar.set_message(msg.to_owned()))?;
+            let report = meshd_simulations::real::run(&s, threads, stack, &|msg: &str| {
+                bar.set_message(msg.to_owned())
+            })?;
             bar.finish_and_clear();
             let g = &report.gossip;
             println!(

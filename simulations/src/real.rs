@@ -5,6 +5,9 @@
 //! does). Messages are published round-robin on the global topic; the run
 //! measures delivery, latency percentiles and memory per node.
 //!
+//! With [`Stack::Plain`] the same run drives plain gossipsub nodes instead
+//! (see `plain.rs`), the baseline the meshd stack is measured against.
+//!
 //! This mode reads the wall clock (tokio's `Instant`): measuring real
 //! latency is its purpose.
 
@@ -20,10 +23,12 @@ use meshd_protocol::keys::Keypair;
 use meshd_protocol::message::{BeaconId, DataRate, Message, WitnessReport};
 use meshd_protocol::{Envelope, Hash32, codec, keccak256, signature};
 use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{GENESIS_MS, NETWORK};
+use crate::plain;
 use crate::report::{Gossip, Memory, Report};
 use crate::scenario::Scenario;
 use crate::stats::Histogram;
@@ -35,13 +40,69 @@ use crate::world::derived;
 /// fill, while every node keeps at least four peers to receive from.
 const BOOTSTRAP_PEERS: usize = 4;
 
+/// Nodes started at once, each dialling earlier batches only. Starting one
+/// node means waiting for its event loop to report a listen address, a wait
+/// that grows with the load of the nodes already running; a batch shares
+/// that wait. The first batch starts one by one, so early nodes have
+/// bootstrap peers of their own.
+const START_BATCH: usize = 64;
+
 /// Pause between two formation checks.
 const FORM_POLL: Duration = Duration::from_millis(500);
 
-type Arrivals = Arc<Mutex<HashMap<Hash32, Vec<Instant>>>>;
+/// When each node accepted each message, by message id.
+pub(crate) type Arrivals = Arc<Mutex<HashMap<Hash32, Vec<Instant>>>>;
+
+/// Which gossip stack every node runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Stack {
+    /// The real `meshd_gossip` layer, as the daemon runs it.
+    #[default]
+    Meshd,
+    /// Plain gossipsub with libp2p message signing and strict validation:
+    /// the baseline.
+    Plain,
+}
+
+impl Stack {
+    fn name(self) -> &'static str {
+        match self {
+            Stack::Meshd => "meshd gossip stack",
+            Stack::Plain => "plain gossipsub baseline",
+        }
+    }
+}
+
+/// How the run talks to a node of either stack.
+enum Handle {
+    Meshd(Client),
+    Plain(mpsc::Sender<plain::Command>),
+}
+
+impl Handle {
+    async fn publish(&self, bytes: Vec<u8>) -> bool {
+        match self {
+            Handle::Meshd(client) => client.publish(Topic::Global, bytes).await.is_ok(),
+            Handle::Plain(commands) => {
+                let (tx, rx) = oneshot::channel();
+                commands.send(plain::Command::Publish(bytes, tx)).await.is_ok() && rx.await.unwrap_or(false)
+            }
+        }
+    }
+
+    async fn meshed(&self) -> bool {
+        match self {
+            Handle::Meshd(client) => client.snapshot().await.is_ok_and(|sn| !sn.mesh_peers.is_empty()),
+            Handle::Plain(commands) => {
+                let (tx, rx) = oneshot::channel();
+                commands.send(plain::Command::Meshed(tx)).await.is_ok() && rx.await.unwrap_or(false)
+            }
+        }
+    }
+}
 
 struct RealNode {
-    client: Client,
+    handle: Arc<Handle>,
     key: Keypair,
     address: Multiaddr,
     shutdown: CancellationToken,
@@ -75,19 +136,22 @@ pub enum RealError {
 const SIM_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A node's gossip config: the real stack over the memory transport, with
-/// what a memory-transport simulation does not need turned down. Kademlia
-/// runs in client mode, so nodes do not advertise the DHT to each other and
-/// identify no longer feeds every peer's routing table (which made each node
-/// dial up to 25 discovered peers and run walks against all of them); the
-/// overlay is the random graph of [`BOOTSTRAP_PEERS`] dials per node, as a
-/// plain gossipsub setup builds it. No AutoNAT server, no relay client.
+/// what a memory-transport simulation does not need turned off. The overlay
+/// is the random graph of [`BOOTSTRAP_PEERS`] dials per node, as a plain
+/// gossipsub setup builds it, so there is no Kademlia (its walks and routing
+/// tables were a standing load that grew with the node count); memory
+/// addresses always work, so no AutoNAT and no relay client or hole
+/// punching. Each protocol left out is one handler less on every connection,
+/// polled on every frame. Gossipsub with peer scoring, identify, ping and
+/// the two request-response protocols run as in the daemon.
 fn config(bootstrap: Vec<Multiaddr>) -> Config {
     Config {
         transport: Transport::Memory { plaintext: true },
         listen: "/memory/0".parse().into_iter().collect(),
         bootstrap,
-        kademlia_mode: KademliaMode::Client,
+        kademlia_mode: KademliaMode::Off,
         target_peers: BOOTSTRAP_PEERS,
+        autonat_client: false,
         autonat_server: false,
         autonat_probe_interval: SIM_MAINTENANCE_INTERVAL,
         relay_client: false,
@@ -96,9 +160,26 @@ fn config(bootstrap: Vec<Multiaddr>) -> Config {
     }
 }
 
-async fn start(i: usize, seed: u64, config: Config, arrivals: Arrivals) -> Result<RealNode, RealError> {
+async fn start(
+    i: usize,
+    seed: u64,
+    stack: Stack,
+    bootstrap: Vec<Multiaddr>,
+    arrivals: Arrivals,
+) -> Result<RealNode, RealError> {
     let secret = keccak256([&seed.to_le_bytes()[..], &(i as u64).to_le_bytes()[..], b"sim-key"].concat()).0;
     let key = Keypair::from_secret(secret);
+    if stack == Stack::Plain {
+        let shutdown = CancellationToken::new();
+        let node = plain::start(i, secret, bootstrap, arrivals, shutdown.clone()).await?;
+        return Ok(RealNode {
+            handle: Arc::new(Handle::Plain(node.commands)),
+            key,
+            address: node.address,
+            shutdown,
+        });
+    }
+    let config = config(bootstrap);
     let mut registry = Registry::default();
     let (client, mut events, event_loop) = meshd_gossip::new(&key, config, &mut registry)
         .map_err(|e| RealError::Node { node: i, reason: e.to_string() })?;
@@ -137,7 +218,8 @@ async fn start(i: usize, seed: u64, config: Config, arrivals: Arrivals) -> Resul
     let address: Multiaddr = format!("{address}/p2p/{peer_id}")
         .parse()
         .map_err(|e| RealError::Node { node: i, reason: format!("address: {e}") })?;
-    Ok(RealNode { client, key, address, shutdown })
+    client.subscribe(Topic::Global).await.map_err(|e| RealError::Node { node: i, reason: e.to_string() })?;
+    Ok(RealNode { handle: Arc::new(Handle::Meshd(client)), key, address, shutdown })
 }
 
 fn message(key: &Keypair, n: u64) -> Option<(Hash32, Vec<u8>)> {
@@ -159,36 +241,47 @@ fn message(key: &Keypair, n: u64) -> Option<(Hash32, Vec<u8>)> {
 }
 
 /// Runs the scenario's gateways on the real gossip stack.
-pub fn run(s: &Scenario, threads: usize, on_progress: &(dyn Fn(&str) + Sync)) -> Result<Report, RealError> {
+pub fn run(
+    s: &Scenario,
+    threads: usize,
+    stack: Stack,
+    on_progress: &(dyn Fn(&str) + Sync),
+) -> Result<Report, RealError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .enable_all()
         .build()
         .map_err(RealError::Runtime)?;
-    runtime.block_on(run_async(s, on_progress))
+    runtime.block_on(run_async(s, stack, on_progress))
 }
 
-async fn run_async(s: &Scenario, on_progress: &(dyn Fn(&str) + Sync)) -> Result<Report, RealError> {
+async fn run_async(
+    s: &Scenario,
+    stack: Stack,
+    on_progress: &(dyn Fn(&str) + Sync),
+) -> Result<Report, RealError> {
     let n = s.placement.gateways;
     let r = &s.real_stack;
     let arrivals: Arrivals = Arc::default();
     let mut rng = derived(s.seed, b"real-stack", 0);
     let mut nodes: Vec<RealNode> = Vec::with_capacity(n);
     let started = Instant::now();
-    for i in 0..n {
-        let mut bootstrap = Vec::new();
-        for _ in 0..BOOTSTRAP_PEERS.min(i) {
-            let j = (rng.next_u64() % i as u64) as usize;
-            bootstrap.push(nodes[j].address.clone());
+    while nodes.len() < n {
+        let first = nodes.len();
+        let batch = if first < START_BATCH { 1 } else { START_BATCH.min(n - first) };
+        let starts: Vec<_> = (first..first + batch)
+            .map(|i| {
+                let bootstrap: Vec<Multiaddr> = (0..BOOTSTRAP_PEERS.min(first))
+                    .map(|_| nodes[(rng.next_u64() % first as u64) as usize].address.clone())
+                    .collect();
+                start(i, s.seed, stack, bootstrap, arrivals.clone())
+            })
+            .collect();
+        for node in futures::future::join_all(starts).await {
+            nodes.push(node?);
         }
-        let node = start(i, s.seed, config(bootstrap), arrivals.clone()).await?;
-        node.client
-            .subscribe(Topic::Global)
-            .await
-            .map_err(|e| RealError::Node { node: i, reason: e.to_string() })?;
-        nodes.push(node);
-        if i % 100 == 99 {
-            on_progress(&format!("{} of {n} nodes started", i + 1));
+        if nodes.len() / 500 > first / 500 {
+            on_progress(&format!("{} of {n} nodes started", nodes.len()));
         }
     }
     // Formed: every node has a mesh peer. Each round asks only the nodes not
@@ -207,8 +300,8 @@ async fn run_async(s: &Scenario, on_progress: &(dyn Fn(&str) + Sync)) -> Result<
         let checks: Vec<(usize, tokio::task::JoinHandle<bool>)> = asked
             .iter()
             .map(|&i| {
-                let client = nodes[i].client.clone();
-                let check = async move { client.snapshot().await.is_ok_and(|sn| !sn.mesh_peers.is_empty()) };
+                let handle = nodes[i].handle.clone();
+                let check = async move { handle.meshed().await };
                 (i, tokio::spawn(check))
             })
             .collect();
@@ -237,7 +330,7 @@ async fn run_async(s: &Scenario, on_progress: &(dyn Fn(&str) + Sync)) -> Result<
         let node = &nodes[k * 7919 % n];
         let Some((id, bytes)) = message(&node.key, k as u64) else { continue };
         let at = Instant::now();
-        if node.client.publish(Topic::Global, bytes).await.is_ok() {
+        if node.handle.publish(bytes).await {
             published.push((id, at));
         }
         tokio::time::sleep(Duration::from_millis(r.publish_interval_ms)).await;
@@ -264,7 +357,10 @@ async fn run_async(s: &Scenario, on_progress: &(dyn Fn(&str) + Sync)) -> Result<
     let peak = crate::report::peak_rss_bytes();
     Ok(Report {
         scenario: s.name.clone(),
-        mode: format!("real-stack (nodes started in {started_s:.1} s, overlay formed {formed_s:.1} s later)"),
+        mode: format!(
+            "real-stack, {} (nodes started in {started_s:.1} s, overlay formed {formed_s:.1} s later)",
+            stack.name()
+        ),
         seed: s.seed,
         gateways: n,
         wall_s,

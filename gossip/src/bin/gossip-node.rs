@@ -13,7 +13,7 @@
 //!
 //! Options: `--seed <0-255>`, `--network <name>`, `--listen <addr>`…,
 //! `--bootstrap <addr>`…, `--external <addr>`…, `--relay-server`, `--no-quic`, `--no-tcp`,
-//! `--probe-interval-ms <ms>`, `--kad <auto|server|client>`.
+//! `--probe-interval-ms <ms>`, `--kad <auto|server|client|off>`.
 //! Logs go to stderr, filtered by `RUST_LOG`.
 
 use std::io::{BufRead, Write};
@@ -60,6 +60,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
                     "auto" => KademliaMode::Auto,
                     "server" => KademliaMode::Server,
                     "client" => KademliaMode::Client,
+                    "off" => KademliaMode::Off,
                     other => return Err(format!("--kad: unknown mode {other}")),
                 }
             }

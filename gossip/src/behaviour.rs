@@ -211,7 +211,7 @@ impl Behaviour {
             gossipsub,
             kademlia: kademlia.into(),
             identify,
-            ping: ping::Behaviour::new(ping::Config::new()),
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(config.ping_interval)),
             mdns: mdns.into(),
             autonat_client: autonat_client.into(),
             autonat_server: autonat_server.into(),

@@ -195,6 +195,11 @@ pub struct Config {
     pub ip_colocation_threshold: f64,
     /// Connections with no stream open are closed after this. Default 60 s.
     pub idle_connection_timeout: Duration,
+    /// How often each connection is pinged. Default 15 s (libp2p's own): the
+    /// traffic keeps a home router's NAT mapping of an idle connection alive
+    /// (routers drop idle TCP mappings after 30 s to a few minutes) and
+    /// measures round-trip times.
+    pub ping_interval: Duration,
     /// How often the node checks its peer count and relay reservations. Default 5 s.
     pub maintenance_interval: Duration,
     /// Resource bounds.
@@ -232,6 +237,7 @@ impl Default for Config {
             mesh_n_high: 12,
             ip_colocation_threshold: 10.0,
             idle_connection_timeout: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(15),
             maintenance_interval: Duration::from_secs(5),
             limits: Limits::default(),
         }
@@ -278,6 +284,7 @@ impl Config {
             ("autonat_probe_interval", self.autonat_probe_interval),
             ("maintenance_interval", self.maintenance_interval),
             ("idle_connection_timeout", self.idle_connection_timeout),
+            ("ping_interval", self.ping_interval),
             ("limits.validation_timeout", self.limits.validation_timeout),
             ("limits.fetch_timeout", self.limits.fetch_timeout),
         ] {

@@ -125,6 +125,8 @@ impl EventLoop {
     pub async fn run(mut self, shutdown: CancellationToken) {
         self.connect_to_known_peers();
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        // Ticks missed while nothing awaited a verdict are not made up.
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut maintenance = tokio::time::interval(self.config.maintenance_interval);
         let mut commands_open = true;
         loop {
@@ -143,7 +145,9 @@ impl EventLoop {
                 Some((channel, envelopes)) = self.inbound_decisions.next(), if !self.inbound_decisions.is_empty() => {
                     self.answer_decision(channel, envelopes);
                 }
-                _ = housekeeping.tick() => self.expire_validations(),
+                // Only armed while messages await a verdict: an idle node is
+                // not woken every second for nothing.
+                _ = housekeeping.tick(), if !self.pending_validations.is_empty() => self.expire_validations(),
                 _ = maintenance.tick() => self.maintain(),
             }
         }

@@ -40,8 +40,12 @@
 //! What runs underneath: TCP and QUIC with noise and yamux (or the memory
 //! transport for simulations), DNS, Kademlia, identify, ping, mDNS, AutoNAT v2,
 //! circuit relay v2 (client, and server when configured), DCUtR hole punching,
-//! gossipsub v1.1 with peer scoring, and the fetch request-response protocol.
-//! `docs/protocol.md` specifies the wire for other implementations.
+//! gossipsub v1.1 with peer scoring, and the fetch and decision
+//! request-response protocols. A closed mesh whose overlay is configured (a
+//! simulation on the memory transport) can leave out Kademlia
+//! ([`config::KademliaMode::Off`]), the AutoNAT client and the relay client
+//! with DCUtR; the daemon runs them all. `docs/protocol.md` specifies the
+//! wire for other implementations.
 #![deny(missing_docs)]
 
 pub mod behaviour;

@@ -58,6 +58,9 @@ enum Command {
         /// Override the number of messages.
         #[arg(long)]
         messages: Option<usize>,
+        /// Override the pause between two publishes, ms.
+        #[arg(long)]
+        publish_interval_ms: Option<u64>,
         /// Runtime worker threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
@@ -90,13 +93,16 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Real { scenario, gateways, messages, threads, plain, json } => {
+        Command::Real { scenario, gateways, messages, publish_interval_ms, threads, plain, json } => {
             let mut s = load(&scenario)?;
             if let Some(g) = gateways {
                 s.placement.gateways = g;
             }
             if let Some(m) = messages {
                 s.real_stack.messages = m;
+            }
+            if let Some(ms) = publish_interval_ms {
+                s.real_stack.publish_interval_ms = ms;
             }
             s.validate().with_context(|| format!("scenario {} with overrides", scenario.display()))?;
             let stack = if plain { Stack::Plain } else { Stack::Meshd };

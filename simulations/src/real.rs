@@ -128,11 +128,12 @@ pub enum RealError {
     NotFormed(u64),
 }
 
-/// How often a simulated node runs its maintenance (redial when alone, a
-/// Kademlia walk when below `target_peers`) and AutoNAT probes. The overlay
-/// is built from the bootstrap dials, so both only need to run rarely: every
-/// second (as in `Config::local`) with thousands of nodes, they were a
-/// standing load of Kademlia queries and probes that starved gossip.
+/// How often a simulated node runs its maintenance (redial when alone) and
+/// pings each peer. The overlay is built from the bootstrap dials and the
+/// memory transport has no NAT mapping to keep alive, so both only need to
+/// run rarely: with thousands of nodes, every second (maintenance, as in
+/// `Config::local`) or 15 s (pings, on every connection) was a standing load
+/// that starved gossip.
 const SIM_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A node's gossip config: the real stack over the memory transport, with
@@ -141,7 +142,8 @@ const SIM_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 /// gossipsub setup builds it, so there is no Kademlia (its walks and routing
 /// tables were a standing load that grew with the node count); memory
 /// addresses always work, so no AutoNAT and no relay client or hole
-/// punching. Each protocol left out is one handler less on every connection,
+/// punching; no NAT mapping to keep alive, so pings are as rare as the
+/// maintenance. Each protocol left out is one handler less on every connection,
 /// polled on every frame. Gossipsub with peer scoring, identify, ping and
 /// the two request-response protocols run as in the daemon.
 fn config(bootstrap: Vec<Multiaddr>) -> Config {
@@ -156,6 +158,7 @@ fn config(bootstrap: Vec<Multiaddr>) -> Config {
         autonat_probe_interval: SIM_MAINTENANCE_INTERVAL,
         relay_client: false,
         maintenance_interval: SIM_MAINTENANCE_INTERVAL,
+        ping_interval: SIM_MAINTENANCE_INTERVAL,
         ..Config::local(NETWORK)
     }
 }

@@ -17,8 +17,8 @@
 //! reports root and the witness count), but its reward is decided per beacon
 //! over all of the beacon's witnesses: the cross-witness rule
 //! [`witness::free_space_corroborated`] withholds it from witnesses claiming
-//! a reception stronger than free space that no other witness of the beacon
-//! corroborates (the signature of a Sybil ring forging each other's
+//! a reception stronger than free space that fewer than two other witnesses
+//! of the beacon corroborate (the signature of a Sybil ring forging each other's
 //! beacons). Of the others, the [`witness::Params::max_rewarded_witnesses`]
 //! earliest received are rewarded ([`witness::select`]). Proposer and members
 //! apply both in [`summarize`] to the same listed set ([`rewarded_witnesses`]),

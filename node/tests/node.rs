@@ -762,8 +762,13 @@ fn witnesses_claiming_more_than_free_space_uncorroborated_are_listed_but_not_rew
     // The verdict depends on the set, not on its order.
     five.reverse();
     assert_eq!(pool::rewarded_witnesses(&five, &params), vec![g(1), g(2)]);
-    // A near-line-of-sight witness (5 dB under free space) shows the site open.
-    assert_eq!(pool::rewarded_witnesses(&listed(&[(7, -30), (1, 50)]), &params), vec![g(1), g(7)]);
+    // One near-line-of-sight witness (5 dB under free space) is not enough ...
+    assert_eq!(pool::rewarded_witnesses(&listed(&[(7, -30), (1, 50)]), &params), vec![g(1)]);
+    // ... two show the site open.
+    assert_eq!(
+        pool::rewarded_witnesses(&listed(&[(7, -30), (1, 50), (2, 90)]), &params),
+        vec![g(1), g(2), g(7)]
+    );
 }
 
 #[test]

@@ -391,16 +391,21 @@ fn witnesses_at_or_below_free_space_are_never_judged() {
 }
 
 #[test]
-fn claims_above_free_space_need_a_witness_showing_the_site_open() {
+fn claims_above_free_space_need_two_witnesses_showing_the_site_open() {
     let no = Err(Reason::FreeSpaceUncorroborated);
     // Alone, or with cluttered witnesses only: not rewarded.
     assert_eq!(free_space_corroborated(&[-50]), vec![no]);
     assert_eq!(free_space_corroborated(&[-50, 100, 350]), vec![no, Ok(()), Ok(())]);
     // Claims above free space do not corroborate each other.
     assert_eq!(free_space_corroborated(&[-50, -1, 400]), vec![no, no, Ok(())]);
-    // One witness within 10 dB of free space (and not above it) corroborates all.
-    assert_eq!(free_space_corroborated(&[-50, -1, 99]), vec![Ok(()); 3]);
-    assert_eq!(free_space_corroborated(&[-60, 0]), vec![Ok(()); 2]);
+    assert_eq!(free_space_corroborated(&[-50, -1, -2, 99]), vec![no, no, no, Ok(())]);
+    // One witness within 10 dB of free space is not enough: a beaconer's
+    // location error alone can make one real witness look open.
+    assert_eq!(free_space_corroborated(&[-50, -1, 99]), vec![no, no, Ok(())]);
+    assert_eq!(free_space_corroborated(&[-60, 0]), vec![no, Ok(())]);
+    // Two (not above free space) corroborate all.
+    assert_eq!(free_space_corroborated(&[-50, -1, 99, 0]), vec![Ok(()); 4]);
+    assert_eq!(free_space_corroborated(&[0, -60, 50, 400]), vec![Ok(()); 4]);
 }
 
 /// Witness `i` of a Sybil ring asserting a circle of 2 km around the beaconer
@@ -439,7 +444,8 @@ proptest! {
     ) {
         let verdicts = free_space_corroborated(&excess);
         prop_assert_eq!(verdicts.len(), excess.len());
-        let open = excess.iter().any(|&x| (ABOVE_FREE_SPACE_DDB..OPEN_SITE_DDB).contains(&x));
+        let open = excess.iter().filter(|&&x| (ABOVE_FREE_SPACE_DDB..OPEN_SITE_DDB).contains(&x)).count()
+            >= MIN_OPEN_WITNESSES;
         for (x, v) in excess.iter().zip(&verdicts) {
             if *x >= ABOVE_FREE_SPACE_DDB {
                 // Nothing at or below free space is ever excluded.

@@ -10,8 +10,6 @@
 //! meshd nodes use. Nothing of meshd runs here: no envelope check, no rate
 //! limits, no identify, ping or request-response protocols, no metrics.
 
-use std::time::Duration;
-
 use futures::StreamExt;
 use libp2p::core::transport::MemoryTransport;
 use libp2p::core::transport::upgrade::Version;
@@ -24,10 +22,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::real::{Arrivals, RealError};
-
-/// Connections with no stream open are closed after this: the meshd nodes'
-/// default, so both stacks keep the same connections.
-const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Commands a plain node's task takes: what the run needs from a node.
 pub(crate) enum Command {
@@ -77,8 +71,9 @@ pub(crate) async fn start(
     let mut behaviour: gossipsub::Behaviour =
         gossipsub::Behaviour::new(MessageAuthenticity::Signed(key), config).map_err(|e| err(i, e))?;
     behaviour.subscribe(&topic()).map_err(|e| err(i, e))?;
-    let swarm_config =
-        libp2p::swarm::Config::with_tokio_executor().with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT);
+    // The meshd nodes' idle timeout, so both stacks keep the same connections.
+    let idle = meshd_gossip::Config::default().idle_connection_timeout;
+    let swarm_config = libp2p::swarm::Config::with_tokio_executor().with_idle_connection_timeout(idle);
     let mut swarm = Swarm::new(transport, behaviour, peer_id, swarm_config);
     let listen: Multiaddr = "/memory/0".parse().map_err(|e| err(i, e))?;
     swarm.listen_on(listen).map_err(|e| err(i, e))?;

@@ -40,13 +40,6 @@ use crate::world::derived;
 /// fill, while every node keeps at least four peers to receive from.
 const BOOTSTRAP_PEERS: usize = 4;
 
-/// Nodes started at once, each dialling earlier batches only. Starting one
-/// node means waiting for its event loop to report a listen address, a wait
-/// that grows with the load of the nodes already running; a batch shares
-/// that wait. The first batch starts one by one, so early nodes have
-/// bootstrap peers of their own.
-const START_BATCH: usize = 64;
-
 /// Pause between two formation checks.
 const FORM_POLL: Duration = Duration::from_millis(500);
 
@@ -155,7 +148,6 @@ fn config(bootstrap: Vec<Multiaddr>) -> Config {
         target_peers: BOOTSTRAP_PEERS,
         autonat_client: false,
         autonat_server: false,
-        autonat_probe_interval: SIM_MAINTENANCE_INTERVAL,
         relay_client: false,
         maintenance_interval: SIM_MAINTENANCE_INTERVAL,
         ping_interval: SIM_MAINTENANCE_INTERVAL,
@@ -269,22 +261,13 @@ async fn run_async(
     let mut rng = derived(s.seed, b"real-stack", 0);
     let mut nodes: Vec<RealNode> = Vec::with_capacity(n);
     let started = Instant::now();
-    while nodes.len() < n {
-        let first = nodes.len();
-        let batch = if first < START_BATCH { 1 } else { START_BATCH.min(n - first) };
-        let starts: Vec<_> = (first..first + batch)
-            .map(|i| {
-                let bootstrap: Vec<Multiaddr> = (0..BOOTSTRAP_PEERS.min(first))
-                    .map(|_| nodes[(rng.next_u64() % first as u64) as usize].address.clone())
-                    .collect();
-                start(i, s.seed, stack, bootstrap, arrivals.clone())
-            })
+    for i in 0..n {
+        let bootstrap: Vec<Multiaddr> = (0..BOOTSTRAP_PEERS.min(i))
+            .map(|_| nodes[(rng.next_u64() % i as u64) as usize].address.clone())
             .collect();
-        for node in futures::future::join_all(starts).await {
-            nodes.push(node?);
-        }
-        if nodes.len() / 500 > first / 500 {
-            on_progress(&format!("{} of {n} nodes started", nodes.len()));
+        nodes.push(start(i, s.seed, stack, bootstrap, arrivals.clone()).await?);
+        if i % 500 == 499 {
+            on_progress(&format!("{} of {n} nodes started", i + 1));
         }
     }
     // Formed: every node has a mesh peer. Each round asks only the nodes not

@@ -472,7 +472,7 @@ pub const OPEN_SITE_DDB: i64 = 100;
 /// beaconer that lies about its location produces by chance: a real witness
 /// nearer the true spot than the asserted one measures a loss close to free
 /// space for the asserted distance. With one corroborating witness, Sybil
-/// rings asserting a 2 km circle earned +1.2 % over their real coverage in
+/// rings asserting a 2 km circle earned 1.2–1.3 % over their real coverage in
 /// the simulator's `sybil` and `adversarial` scenarios; with two, nothing,
 /// and no honest witness lost its reward there.
 pub const MIN_OPEN_WITNESSES: usize = 2;

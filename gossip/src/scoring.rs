@@ -39,13 +39,18 @@
 //!   promises, GRAFTs during backoff), decaying over 10 minutes: a few are
 //!   latency, many are an attack.
 //!
+//! "Decaying over" a window means a tenth of the count is left at its end;
+//! counters decay in steps every [`DECAY_INTERVAL`] (10 s).
+//!
 //! Scores are kept for an hour after a peer disconnects, so reconnecting does
 //! not wash a bad score.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use libp2p::gossipsub::{PeerScoreParams, PeerScoreThresholds, TopicScoreParams, score_parameter_decay};
+use libp2p::gossipsub::{
+    PeerScoreParams, PeerScoreThresholds, TopicScoreParams, score_parameter_decay_with_base,
+};
 
 /// Below this, no gossip (IHAVE/IWANT) is exchanged with the peer.
 pub const GOSSIP_THRESHOLD: f64 = -10.0;
@@ -66,6 +71,20 @@ pub const TOPIC_SCORE_CAP: f64 = 30.0;
 pub const INVALID_MESSAGE_WEIGHT: f64 = -20.0;
 /// How long scores of disconnected peers are kept.
 pub const RETAIN_SCORE: Duration = Duration::from_secs(3600);
+/// How often the counters behind the scores decay. Every refresh walks every
+/// known peer's statistics, so with gossipsub's default of one second it was
+/// a standing cost on every node (the larger part of an idle mesh's gossip
+/// CPU) for a resolution nothing needs: the shortest decay window is ten
+/// minutes, sixty refreshes at this interval, and time in the mesh (P1) moves
+/// in 10 s steps of its 17-minute ramp.
+pub const DECAY_INTERVAL: Duration = Duration::from_secs(10);
+/// What is left of a counter at the end of its decay window: a tenth.
+pub const DECAY_TO: f64 = 0.1;
+
+/// The per-refresh decay factor that leaves [`DECAY_TO`] of a counter after `window`.
+pub fn decay(window: Duration) -> f64 {
+    score_parameter_decay_with_base(window, DECAY_INTERVAL, DECAY_TO)
+}
 
 /// The peer-level parameters (topics are added per subscription).
 pub fn peer_score_params(ip_colocation_threshold: f64) -> PeerScoreParams {
@@ -85,15 +104,17 @@ pub fn peer_score_params(ip_colocation_threshold: f64) -> PeerScoreParams {
         ]),
         behaviour_penalty_weight: -10.0,
         behaviour_penalty_threshold: 6.0,
-        behaviour_penalty_decay: score_parameter_decay(Duration::from_secs(600)),
-        decay_interval: Duration::from_secs(1),
+        behaviour_penalty_decay: decay(Duration::from_secs(600)),
+        decay_interval: DECAY_INTERVAL,
         decay_to_zero: 0.01,
         retain_score: RETAIN_SCORE,
         // A peer too slow to take our messages loses a little standing; fifty
-        // slow events weigh as much as one behaviour penalty (gossipsub's ratio).
+        // slow events weigh as much as one behaviour penalty (gossipsub's
+        // ratio). It is forgotten within a refresh or two: slowness is a
+        // moment, not a record.
         slow_peer_weight: -0.2,
         slow_peer_threshold: 0.0,
-        slow_peer_decay: 0.2,
+        slow_peer_decay: decay(DECAY_INTERVAL),
     }
 }
 
@@ -117,7 +138,7 @@ pub fn topic_params() -> TopicScoreParams {
         time_in_mesh_quantum: Duration::from_secs(1),
         time_in_mesh_cap: 1000.0,
         first_message_deliveries_weight: 1.0,
-        first_message_deliveries_decay: score_parameter_decay(Duration::from_secs(600)),
+        first_message_deliveries_decay: decay(Duration::from_secs(600)),
         first_message_deliveries_cap: 20.0,
         mesh_message_deliveries_weight: 0.0,
         mesh_message_deliveries_decay: 0.5,
@@ -128,7 +149,7 @@ pub fn topic_params() -> TopicScoreParams {
         mesh_failure_penalty_weight: 0.0,
         mesh_failure_penalty_decay: 0.5,
         invalid_message_deliveries_weight: INVALID_MESSAGE_WEIGHT,
-        invalid_message_deliveries_decay: score_parameter_decay(Duration::from_secs(3600)),
+        invalid_message_deliveries_decay: decay(Duration::from_secs(3600)),
     }
 }
 
@@ -141,6 +162,15 @@ mod tests {
         assert_eq!(peer_score_params(10.0).validate(), Ok(()));
         assert_eq!(thresholds().validate(), Ok(()));
         assert_eq!(topic_params().validate(), Ok(()));
+    }
+
+    #[test]
+    fn counters_keep_a_tenth_after_their_window() {
+        let hour = Duration::from_secs(3600);
+        let refreshes = (hour.as_secs_f64() / DECAY_INTERVAL.as_secs_f64()) as i32;
+        let left = decay(hour).powi(refreshes);
+        assert!((left - DECAY_TO).abs() < 1e-9, "{left}");
+        assert!(decay(Duration::from_secs(600)) < decay(hour));
     }
 
     #[test]

@@ -87,10 +87,11 @@ pub(crate) struct Behaviour {
     pub gossipsub: Gossipsub,
     /// Peer discovery across the network (absent with [`KademliaMode::Off`]).
     pub kademlia: Toggle<kad::Behaviour<MemoryStore>>,
-    /// Exchanges listen addresses, observed addresses and protocols.
-    pub identify: identify::Behaviour,
-    /// Liveness and round-trip times.
-    pub ping: ping::Behaviour,
+    /// Exchanges listen addresses, observed addresses and protocols (absent
+    /// when [`Config::identify`] is off).
+    pub identify: Toggle<identify::Behaviour>,
+    /// Liveness and round-trip times (absent when [`Config::ping`] is off).
+    pub ping: Toggle<ping::Behaviour>,
     /// Peer discovery on the local network.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// Learns whether our addresses are reachable from outside.
@@ -103,10 +104,10 @@ pub(crate) struct Behaviour {
     pub relay_server: Toggle<relay::Behaviour>,
     /// Upgrades relayed connections to direct ones by hole punching.
     pub dcutr: Toggle<dcutr::Behaviour>,
-    /// Fetches envelopes by id.
-    pub fetch: request_response::Behaviour<fetch::Codec>,
-    /// Fetches a region's decision of an epoch.
-    pub decision: request_response::Behaviour<decision::Codec>,
+    /// Fetches envelopes by id (absent when [`Config::request_protocols`] is off).
+    pub fetch: Toggle<request_response::Behaviour<fetch::Codec>>,
+    /// Fetches a region's decision of an epoch (absent with `fetch`).
+    pub decision: Toggle<request_response::Behaviour<decision::Codec>>,
 }
 
 /// Why the behaviour could not be built.
@@ -160,11 +161,13 @@ impl Behaviour {
             kademlia
         });
 
-        let identify = identify::Behaviour::new(
-            identify::Config::new(identify_protocol(&config.network), key.public())
-                .with_agent_version(format!("meshd/{}", env!("CARGO_PKG_VERSION")))
-                .with_push_listen_addr_updates(true),
-        );
+        let identify = config.identify.then(|| {
+            identify::Behaviour::new(
+                identify::Config::new(identify_protocol(&config.network), key.public())
+                    .with_agent_version(format!("meshd/{}", env!("CARGO_PKG_VERSION")))
+                    .with_push_listen_addr_updates(true),
+            )
+        });
 
         let mdns = if config.mdns {
             Some(
@@ -187,39 +190,46 @@ impl Behaviour {
         let relay_server =
             config.relay_server.then(|| relay::Behaviour::new(peer_id, relay::Config::default()));
 
-        let fetch = request_response::Behaviour::with_codec(
-            fetch::Codec {
-                max_ids: limits.max_fetch_ids,
-                max_response_bytes: limits.max_fetch_response_bytes,
-            },
-            [(fetch::protocol(&config.network), request_response::ProtocolSupport::Full)],
-            request_response::Config::default()
-                .with_request_timeout(limits.fetch_timeout)
-                .with_max_concurrent_streams(limits.max_pending_fetches),
-        );
+        let fetch = config.request_protocols.then(|| {
+            request_response::Behaviour::with_codec(
+                fetch::Codec {
+                    max_ids: limits.max_fetch_ids,
+                    max_response_bytes: limits.max_fetch_response_bytes,
+                },
+                [(fetch::protocol(&config.network), request_response::ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(limits.fetch_timeout)
+                    .with_max_concurrent_streams(limits.max_pending_fetches),
+            )
+        });
 
-        let decision = request_response::Behaviour::with_codec(
-            decision::Codec,
-            [(decision::protocol(&config.network), request_response::ProtocolSupport::Full)],
-            request_response::Config::default()
-                .with_request_timeout(limits.fetch_timeout)
-                .with_max_concurrent_streams(limits.max_pending_fetches),
-        );
+        let decision = config.request_protocols.then(|| {
+            request_response::Behaviour::with_codec(
+                decision::Codec,
+                [(decision::protocol(&config.network), request_response::ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(limits.fetch_timeout)
+                    .with_max_concurrent_streams(limits.max_pending_fetches),
+            )
+        });
 
         Ok(Behaviour {
             limits: connection_limits,
             gossipsub,
             kademlia: kademlia.into(),
-            identify,
-            ping: ping::Behaviour::new(ping::Config::new().with_interval(config.ping_interval)),
+            identify: identify.into(),
+            ping: config
+                .ping
+                .then(|| ping::Behaviour::new(ping::Config::new().with_interval(config.ping_interval)))
+                .into(),
             mdns: mdns.into(),
             autonat_client: autonat_client.into(),
             autonat_server: autonat_server.into(),
             relay_client: config.relay_client.then_some(relay_client).into(),
             relay_server: relay_server.into(),
             dcutr: config.relay_client.then(|| dcutr::Behaviour::new(peer_id)).into(),
-            fetch,
-            decision,
+            fetch: fetch.into(),
+            decision: decision.into(),
         })
     }
 }

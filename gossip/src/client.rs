@@ -140,6 +140,10 @@ pub enum FetchError {
     /// Too many fetches of ours are in flight.
     #[error("too many fetches in flight")]
     Busy,
+    /// The node runs without the request protocols
+    /// ([`crate::Config::request_protocols`] is off).
+    #[error("the fetch protocols are off in this node's gossip config (request_protocols)")]
+    Disabled,
     /// The peer answered with a refusal.
     #[error("the peer refused the fetch: {0:?}")]
     Refused(Status),

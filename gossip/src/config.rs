@@ -167,6 +167,25 @@ pub struct Config {
     /// Answer other nodes' AutoNAT v2 probes. Default on: every node that can
     /// dial out can tell a peer whether it is reachable.
     pub autonat_server: bool,
+    /// Exchange listen and observed addresses and protocol lists with every
+    /// peer (identify), and disconnect peers that announce another network.
+    /// Default on. Kademlia learns peer addresses and the relay client finds
+    /// relays through it, so turning it off requires [`KademliaMode::Off`]
+    /// and `relay_client: false`: for a closed mesh whose peers are all of
+    /// this network and reachable where they were dialled (a simulation over
+    /// the memory transport). Off, one protocol handler less runs on every
+    /// connection.
+    pub identify: bool,
+    /// Run the ping protocol on every connection, every
+    /// [`Config::ping_interval`]. Default on. Off, an idle connection carries
+    /// no traffic, which a home router's NAT drops; for meshes without NAT.
+    pub ping: bool,
+    /// Offer and use the request-response protocols that fetch envelopes by
+    /// id and a region's decision ([`crate::Client::fetch`],
+    /// [`crate::Client::fetch_decision`]). Default on: a node catching up
+    /// needs them. Off, those calls fail with [`crate::FetchError::Disabled`]
+    /// and peers' requests find no protocol; for gossip-only meshes.
+    pub request_protocols: bool,
     /// How often AutoNAT v2 probes untested address candidates. Default 10 s.
     pub autonat_probe_interval: Duration,
     /// Reserve slots on relays when AutoNAT finds the node private, and
@@ -226,6 +245,9 @@ impl Default for Config {
             kademlia_mode: KademliaMode::Auto,
             autonat_client: true,
             autonat_server: true,
+            identify: true,
+            ping: true,
+            request_protocols: true,
             autonat_probe_interval: Duration::from_secs(10),
             relay_client: true,
             relays: Vec::new(),
@@ -278,6 +300,14 @@ impl Config {
                 n: self.mesh_n,
                 high: self.mesh_n_high,
             });
+        }
+        if !self.identify {
+            if self.kademlia_mode != KademliaMode::Off {
+                return Err(ConfigError::NeedsIdentify("kademlia_mode (set it to Off)"));
+            }
+            if self.relay_client {
+                return Err(ConfigError::NeedsIdentify("relay_client (set it to false)"));
+            }
         }
         for (name, value) in [
             ("heartbeat_interval", self.heartbeat_interval),
@@ -362,6 +392,9 @@ pub enum ConfigError {
         /// `mesh_n_high`.
         high: usize,
     },
+    /// Identify is off while a protocol that learns from it is on.
+    #[error("gossip identify is off but {0} learns peer addresses from it: turn identify on or that off")]
+    NeedsIdentify(&'static str),
     /// A duration, count or capacity that must be positive is zero.
     #[error("gossip setting {0} is zero: it must be positive")]
     Zero(&'static str),
@@ -423,5 +456,20 @@ mod tests {
         let relay: Multiaddr = "/ip4/198.18.0.1/tcp/4170".parse().expect("multiaddr");
         let config = Config { relays: vec![relay.clone()], ..Config::default() };
         assert_eq!(config.validate(), Err(ConfigError::RelayWithoutPeerId(relay)));
+    }
+
+    #[test]
+    fn identify_goes_only_with_what_learns_from_it() {
+        let config = Config { identify: false, ..Config::default() };
+        assert_eq!(config.validate(), Err(ConfigError::NeedsIdentify("kademlia_mode (set it to Off)")));
+        let config = Config { identify: false, kademlia_mode: KademliaMode::Off, ..Config::default() };
+        assert_eq!(config.validate(), Err(ConfigError::NeedsIdentify("relay_client (set it to false)")));
+        let config = Config {
+            identify: false,
+            kademlia_mode: KademliaMode::Off,
+            relay_client: false,
+            ..Config::default()
+        };
+        assert_eq!(config.validate(), Ok(()));
     }
 }

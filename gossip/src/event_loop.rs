@@ -261,8 +261,12 @@ impl EventLoop {
             let _ = reply.send(Err(FetchError::Busy));
             return;
         }
+        let Some(fetch) = self.swarm.behaviour_mut().fetch.as_mut() else {
+            let _ = reply.send(Err(FetchError::Disabled));
+            return;
+        };
+        let request_id = fetch.send_request(&peer, Request::Ids(ids.clone()));
         self.metrics.fetch_sent();
-        let request_id = self.swarm.behaviour_mut().fetch.send_request(&peer, Request::Ids(ids.clone()));
         self.outbound_fetches.insert(request_id, (ids, reply));
     }
 
@@ -271,8 +275,12 @@ impl EventLoop {
             let _ = reply.send(Err(FetchError::Busy));
             return;
         }
+        let Some(decision) = self.swarm.behaviour_mut().decision.as_mut() else {
+            let _ = reply.send(Err(FetchError::Disabled));
+            return;
+        };
+        let request_id = decision.send_request(&peer, request);
         self.metrics.fetch_sent();
-        let request_id = self.swarm.behaviour_mut().decision.send_request(&peer, request);
         self.outbound_decisions.insert(request_id, reply);
     }
 
@@ -615,7 +623,7 @@ impl EventLoop {
         };
         if let Some((status, reason)) = refusal {
             self.metrics.dropped(reason);
-            let _ = self.swarm.behaviour_mut().decision.send_response(channel, Response::refusal(status));
+            self.respond_decision(channel, Response::refusal(status));
             return;
         }
         let timeout = self.config.limits.fetch_timeout;
@@ -628,8 +636,7 @@ impl EventLoop {
         };
         if !self.emit(event) {
             self.metrics.dropped(DropReason::FetchBusy);
-            let _ =
-                self.swarm.behaviour_mut().decision.send_response(channel, Response::refusal(Status::Busy));
+            self.respond_decision(channel, Response::refusal(Status::Busy));
             return;
         }
         self.inbound_decisions.push(Box::pin(async move {
@@ -641,8 +648,7 @@ impl EventLoop {
     fn answer_decision(&mut self, channel: ResponseChannel<Response>, envelopes: Option<Vec<Vec<u8>>>) {
         self.metrics.fetch_served();
         let response = Response { status: Status::Ok, envelopes: envelopes.unwrap_or_default() };
-        // The requester may have gone; then the response has nowhere to go.
-        let _ = self.swarm.behaviour_mut().decision.send_response(channel, response);
+        self.respond_decision(channel, response);
     }
 
     fn read_decision_response(&self, response: Response) -> Result<Vec<Envelope>, FetchError> {
@@ -657,6 +663,21 @@ impl EventLoop {
             }
         }
         Ok(envelopes)
+    }
+
+    /// Sends a fetch response. The requester may have gone; then the response
+    /// has nowhere to go. Requests only arrive while the protocol runs.
+    fn respond_fetch(&mut self, channel: ResponseChannel<Response>, response: Response) {
+        if let Some(fetch) = self.swarm.behaviour_mut().fetch.as_mut() {
+            let _ = fetch.send_response(channel, response);
+        }
+    }
+
+    /// Sends a decision response, as [`EventLoop::respond_fetch`].
+    fn respond_decision(&mut self, channel: ResponseChannel<Response>, response: Response) {
+        if let Some(decision) = self.swarm.behaviour_mut().decision.as_mut() {
+            let _ = decision.send_response(channel, response);
+        }
     }
 
     /// Takes one token of `peer`'s fetch rate (fetches and decision requests share it).
@@ -681,7 +702,7 @@ impl EventLoop {
         };
         if let Some((status, reason)) = refusal {
             self.metrics.dropped(reason);
-            let _ = self.swarm.behaviour_mut().fetch.send_response(channel, Response::refusal(status));
+            self.respond_fetch(channel, Response::refusal(status));
             return;
         }
         let Request::Ids(ids) = request else { return };
@@ -689,7 +710,7 @@ impl EventLoop {
         let (sender, receiver) = oneshot::channel();
         if !self.emit(Event::FetchRequested { peer, ids, responder: FetchResponder { sender } }) {
             self.metrics.dropped(DropReason::FetchBusy);
-            let _ = self.swarm.behaviour_mut().fetch.send_response(channel, Response::refusal(Status::Busy));
+            self.respond_fetch(channel, Response::refusal(Status::Busy));
             return;
         }
         self.inbound_fetches.push(Box::pin(async move {
@@ -701,8 +722,7 @@ impl EventLoop {
     fn answer_fetch(&mut self, channel: ResponseChannel<Response>, envelopes: Option<Vec<Vec<u8>>>) {
         self.metrics.fetch_served();
         let response = Response { status: Status::Ok, envelopes: envelopes.unwrap_or_default() };
-        // The requester may have gone; then the response has nowhere to go.
-        let _ = self.swarm.behaviour_mut().fetch.send_response(channel, response);
+        self.respond_fetch(channel, response);
     }
 
     fn read_fetch_response(&self, ids: Vec<Hash32>, response: Response) -> Result<Fetched, FetchError> {

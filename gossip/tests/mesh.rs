@@ -404,6 +404,40 @@ async fn memory_transport_nodes_gossip_in_process_and_count_malformed_messages()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_only_nodes_without_identify_ping_or_requests_still_gossip() {
+    let bare = |bootstrap: &[Multiaddr]| Config {
+        transport: Transport::Memory { plaintext: true },
+        listen: vec!["/memory/0".parse().expect("multiaddr")],
+        kademlia_mode: KademliaMode::Off,
+        autonat_client: false,
+        autonat_server: false,
+        relay_client: false,
+        identify: false,
+        ping: false,
+        request_protocols: false,
+        ..config(bootstrap)
+    };
+    let first = Node::start(70, bare(&[])).await;
+    let second = Node::start(71, bare(&[first.address()])).await;
+    let third = Node::start(72, bare(&[first.address(), second.address()])).await;
+    for node in [&first, &second, &third] {
+        node.client.subscribe(Topic::Global).await.expect("subscribe");
+    }
+    for node in [&first, &second, &third] {
+        eventually("meshed", || async { node.mesh_size().await >= 1 }).await;
+    }
+    let id = publish(&third, Topic::Global, report(&third.key, 1)).await;
+    eventually("delivered", || async { first.accepted(&id) && second.accepted(&id) }).await;
+    let fetched = second.client.fetch(first.peer_id, vec![id]).await;
+    assert_eq!(fetched.err(), Some(FetchError::Disabled));
+    let decision = second.client.fetch_decision(first.peer_id, 0, 0).await;
+    assert_eq!(decision.err(), Some(FetchError::Disabled));
+    for node in [first, second, third] {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_without_a_verdict_are_ignored_after_the_validation_timeout() {
     let sender = Node::start(60, config(&[])).await;
     // A receiver whose node never answers.

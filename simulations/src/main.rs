@@ -64,6 +64,9 @@ enum Command {
         /// Runtime worker threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Override the gossipsub mesh bounds of both stacks: D,D_LOW,D_HIGH.
+        #[arg(long, value_name = "D,D_LOW,D_HIGH", value_parser = parse_mesh)]
+        mesh: Option<[usize; 3]>,
         /// Run plain gossipsub nodes (libp2p signing, strict validation)
         /// instead of the meshd stack: the baseline to compare against.
         #[arg(long)]
@@ -77,6 +80,16 @@ enum Command {
         /// The files.
         files: Vec<PathBuf>,
     },
+}
+
+/// Parses `--mesh D,D_LOW,D_HIGH`; the scenario check judges the values.
+fn parse_mesh(text: &str) -> Result<[usize; 3], String> {
+    let values: Vec<usize> = text
+        .split(',')
+        .map(|v| v.trim().parse::<usize>().map_err(|e| format!("{v:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    <[usize; 3]>::try_from(values)
+        .map_err(|v| format!("three numbers D,D_LOW,D_HIGH expected, got {}", v.len()))
 }
 
 fn load(path: &PathBuf) -> anyhow::Result<Scenario> {
@@ -93,7 +106,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Real { scenario, gateways, messages, publish_interval_ms, threads, plain, json } => {
+        Command::Real { scenario, gateways, messages, publish_interval_ms, threads, mesh, plain, json } => {
             let mut s = load(&scenario)?;
             if let Some(g) = gateways {
                 s.placement.gateways = g;
@@ -103,6 +116,9 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(ms) = publish_interval_ms {
                 s.real_stack.publish_interval_ms = ms;
+            }
+            if mesh.is_some() {
+                s.real_stack.mesh = mesh;
             }
             s.validate().with_context(|| format!("scenario {} with overrides", scenario.display()))?;
             let stack = if plain { Stack::Plain } else { Stack::Meshd };
@@ -114,7 +130,7 @@ fn main() -> anyhow::Result<()> {
             bar.finish_and_clear();
             let g = &report.gossip;
             println!(
-                "{} gateways ({}): {:.4} delivered ({} of {}), latency p50 {} ms, p90 {} ms, p99 {} ms, max {} ms; {:.1} s; peak {} MiB, {} KiB per node",
+                "{} gateways ({}): {:.4} delivered ({} of {}), latency p50 {} ms, p90 {} ms, p99 {} ms, max {} ms; {:.1} s; peak {} MiB, {} KiB per node; cpu {:.1} s, {:.0} us per delivery",
                 report.gateways,
                 report.mode,
                 g.delivery_ratio,
@@ -126,7 +142,9 @@ fn main() -> anyhow::Result<()> {
                 g.latency.max_ms,
                 report.wall_s,
                 report.memory.peak_rss_bytes >> 20,
-                report.memory.per_node_bytes >> 10
+                report.memory.per_node_bytes >> 10,
+                report.cpu.message_phase_s,
+                report.cpu.per_delivery_us
             );
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)

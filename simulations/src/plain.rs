@@ -53,6 +53,7 @@ pub(crate) async fn start(
     i: usize,
     secret: [u8; 32],
     bootstrap: Vec<Multiaddr>,
+    mesh: Option<[usize; 3]>,
     arrivals: Arrivals,
     shutdown: CancellationToken,
 ) -> Result<PlainNode, RealError> {
@@ -64,10 +65,14 @@ pub(crate) async fn start(
         .authenticate(plaintext::Config::new(&key))
         .multiplex(yamux::Config::default())
         .boxed();
-    let config = gossipsub::ConfigBuilder::default()
-        .validation_mode(ValidationMode::Strict)
-        .build()
-        .map_err(|e| err(i, e))?;
+    let mut builder = gossipsub::ConfigBuilder::default();
+    builder.validation_mode(ValidationMode::Strict);
+    if let Some([n, low, high]) = mesh {
+        // Gossipsub requires its outbound minimum (default 2) to be at most
+        // half of D and at most D_low: meshd's rule for the same bounds.
+        builder.mesh_n(n).mesh_n_low(low).mesh_n_high(high).mesh_outbound_min(2.min(n / 2).min(low));
+    }
+    let config = builder.build().map_err(|e| err(i, e))?;
     let mut behaviour: gossipsub::Behaviour =
         gossipsub::Behaviour::new(MessageAuthenticity::Signed(key), config).map_err(|e| err(i, e))?;
     behaviour.subscribe(&topic()).map_err(|e| err(i, e))?;

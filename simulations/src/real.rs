@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{GENESIS_MS, NETWORK};
 use crate::plain;
-use crate::report::{Gossip, Memory, Report};
+use crate::report::{Cpu, Gossip, Memory, Report};
 use crate::scenario::Scenario;
 use crate::stats::Histogram;
 use crate::world::derived;
@@ -139,8 +139,14 @@ const SIM_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 /// maintenance. Each protocol left out is one handler less on every connection,
 /// polled on every frame. Gossipsub with peer scoring, identify, ping and
 /// the two request-response protocols run as in the daemon.
-fn config(bootstrap: Vec<Multiaddr>) -> Config {
+fn config(bootstrap: Vec<Multiaddr>, mesh: Option<[usize; 3]>) -> Config {
+    let defaults = Config::local(NETWORK);
+    let [mesh_n, mesh_n_low, mesh_n_high] =
+        mesh.unwrap_or([defaults.mesh_n, defaults.mesh_n_low, defaults.mesh_n_high]);
     Config {
+        mesh_n,
+        mesh_n_low,
+        mesh_n_high,
         transport: Transport::Memory { plaintext: true },
         listen: "/memory/0".parse().into_iter().collect(),
         bootstrap,
@@ -149,9 +155,12 @@ fn config(bootstrap: Vec<Multiaddr>) -> Config {
         autonat_client: false,
         autonat_server: false,
         relay_client: false,
+        identify: false,
+        ping: false,
+        request_protocols: false,
         maintenance_interval: SIM_MAINTENANCE_INTERVAL,
         ping_interval: SIM_MAINTENANCE_INTERVAL,
-        ..Config::local(NETWORK)
+        ..defaults
     }
 }
 
@@ -160,13 +169,14 @@ async fn start(
     seed: u64,
     stack: Stack,
     bootstrap: Vec<Multiaddr>,
+    mesh: Option<[usize; 3]>,
     arrivals: Arrivals,
 ) -> Result<RealNode, RealError> {
     let secret = keccak256([&seed.to_le_bytes()[..], &(i as u64).to_le_bytes()[..], b"sim-key"].concat()).0;
     let key = Keypair::from_secret(secret);
     if stack == Stack::Plain {
         let shutdown = CancellationToken::new();
-        let node = plain::start(i, secret, bootstrap, arrivals, shutdown.clone()).await?;
+        let node = plain::start(i, secret, bootstrap, mesh, arrivals, shutdown.clone()).await?;
         return Ok(RealNode {
             handle: Arc::new(Handle::Plain(node.commands)),
             key,
@@ -174,7 +184,7 @@ async fn start(
             shutdown,
         });
     }
-    let config = config(bootstrap);
+    let config = config(bootstrap, mesh);
     let mut registry = Registry::default();
     let (client, mut events, event_loop) = meshd_gossip::new(&key, config, &mut registry)
         .map_err(|e| RealError::Node { node: i, reason: e.to_string() })?;
@@ -265,7 +275,7 @@ async fn run_async(
         let bootstrap: Vec<Multiaddr> = (0..BOOTSTRAP_PEERS.min(i))
             .map(|_| nodes[(rng.next_u64() % i as u64) as usize].address.clone())
             .collect();
-        nodes.push(start(i, s.seed, stack, bootstrap, arrivals.clone()).await?);
+        nodes.push(start(i, s.seed, stack, bootstrap, r.mesh, arrivals.clone()).await?);
         if i % 500 == 499 {
             on_progress(&format!("{} of {n} nodes started", i + 1));
         }
@@ -311,6 +321,7 @@ async fn run_async(
         }
     }
     let formed_s = form_start.elapsed().as_secs_f64();
+    let cpu_start = crate::report::process_cpu_s();
     let mut published = Vec::with_capacity(r.messages);
     for k in 0..r.messages {
         let node = &nodes[k * 7919 % n];
@@ -325,6 +336,7 @@ async fn run_async(
         }
     }
     tokio::time::sleep(Duration::from_secs(r.drain_s)).await;
+    let message_phase_s = crate::report::process_cpu_s() - cpu_start;
     let wall_s = started.elapsed().as_secs_f64();
     let mut latency = Histogram::default();
     let (mut intended, mut delivered) = (0u64, 0u64);
@@ -357,6 +369,7 @@ async fn run_async(
             latency: latency.summary(),
         },
         memory: Memory { peak_rss_bytes: peak, per_node_bytes: peak / n.max(1) as u64 },
+        cpu: Cpu { message_phase_s, per_delivery_us: message_phase_s * 1e6 / delivered.max(1) as f64 },
         ..Report::default()
     })
 }

@@ -42,6 +42,9 @@ pub struct Report {
     pub bandwidth: Bandwidth,
     /// Process memory.
     pub memory: Memory,
+    /// Processor time of the message phase (real-stack mode; zero in
+    /// deterministic mode, whose cost is the wall time).
+    pub cpu: Cpu,
     /// Rewards by role and the adversaries' gains.
     pub rewards: Rewards,
     /// Anchors and the ground truth.
@@ -119,6 +122,18 @@ pub struct Memory {
     pub peak_rss_bytes: u64,
     /// Peak resident set divided by gateways.
     pub per_node_bytes: u64,
+}
+
+/// Processor time the nodes spent while messages flowed: from the first
+/// publish to the end of the drain, every thread of the process. It is what
+/// bounds how many nodes one machine can run, whatever the latency.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Cpu {
+    /// User and system time of the message phase, s.
+    pub message_phase_s: f64,
+    /// That time per copy delivered, µs: the cost of one node receiving,
+    /// checking and forwarding one message, idle upkeep included.
+    pub per_delivery_us: f64,
 }
 
 /// Rewards.
@@ -294,6 +309,13 @@ impl Report {
             self.memory.peak_rss_bytes >> 20,
             self.memory.per_node_bytes >> 10
         );
+        if self.cpu.message_phase_s > 0.0 {
+            let _ = writeln!(
+                t,
+                "cpu: {:.1} s in the message phase, {:.0} us per delivery",
+                self.cpu.message_phase_s, self.cpu.per_delivery_us
+            );
+        }
         let _ = writeln!(t, "{:<16} {:>9} {:>14} {:>14}", "role", "gateways", "units", "per gateway");
         for (role, r) in &self.rewards.by_role {
             let _ =
@@ -363,7 +385,23 @@ impl Report {
     }
 }
 
-/// The peak resident set of this process, bytes (Linux; 0 elsewhere).
+/// Clock ticks per second of the times in `/proc/<pid>/stat`: Linux's
+/// `USER_HZ`, fixed at 100 in its user-space ABI on every architecture.
+const USER_HZ: f64 = 100.0;
+
+/// User plus system processor time of this process so far, s (Linux
+/// `/proc/self/stat`; 0 elsewhere), 10 ms resolution.
+pub fn process_cpu_s() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // The command name, field 2, is in parentheses and may hold spaces: count
+    // fields after its closing one. utime and stime are fields 14 and 15.
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / USER_HZ
+}
+
+/// Peak resident set of this process, bytes (Linux `VmHWM`; 0 elsewhere).
 pub fn peak_rss_bytes() -> u64 {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return 0 };
     status

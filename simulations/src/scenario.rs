@@ -322,11 +322,21 @@ pub struct RealStack {
     pub form_timeout_s: u64,
     /// How long to wait for the last deliveries, s. Default 10.
     pub drain_s: u64,
+    /// Gossipsub mesh bounds `[D, D_low, D_high]` of every node, both
+    /// stacks alike. Default none: each stack's own (meshd 6/4/12, plain
+    /// gossipsub 6/5/12). A mesh is pruned only above `D_high`, so with the
+    /// default bounds every connection of the bootstrap graph (eight on
+    /// average) carries each message. Lower bounds would trade that
+    /// redundancy for CPU, but on this bootstrap graph a `D_high` of 6 or 8
+    /// left some late nodes with no mesh peer: the early nodes, dialled
+    /// by many, prune them, and the prune backoff (60 s) keeps them out, so
+    /// the overlay does not form.
+    pub mesh: Option<[usize; 3]>,
 }
 
 impl Default for RealStack {
     fn default() -> Self {
-        RealStack { messages: 100, publish_interval_ms: 20, form_timeout_s: 60, drain_s: 10 }
+        RealStack { messages: 100, publish_interval_ms: 20, form_timeout_s: 60, drain_s: 10, mesh: None }
     }
 }
 
@@ -517,6 +527,16 @@ impl Scenario {
         if self.real_stack.messages == 0 {
             return Err(bad("real_stack.messages", "must be above 0"));
         }
+        if let Some([n, low, high]) = self.real_stack.mesh
+            && !(0 < low && low <= n && n <= high && n >= 2)
+        {
+            return Err(bad(
+                "real_stack.mesh",
+                format!(
+                    "[D, D_low, D_high] must satisfy 0 < D_low <= D <= D_high and D >= 2 (got [{n}, {low}, {high}])"
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -550,6 +570,16 @@ mod tests {
         assert_eq!(err, bad("network.loss", "must be between 0 and 1 (got 1.5)"));
         let err = Scenario::parse("[[faults.crashes]]\ngateway = 99\nat_ms = 5\n").expect_err("no gateway");
         assert!(err.to_string().contains("faults.crashes[0].gateway"), "{err}");
+    }
+
+    #[test]
+    fn mesh_bounds_out_of_order_are_named() {
+        let err = Scenario::parse("[real_stack]\nmesh = [4, 5, 6]\n").expect_err("low above D");
+        assert!(err.to_string().contains("real_stack.mesh"), "{err}");
+        let err = Scenario::parse("[real_stack]\nmesh = [4, 3]\n").expect_err("two bounds");
+        assert!(err.to_string().contains("real_stack.mesh"), "{err}");
+        let ok = Scenario::parse("[real_stack]\nmesh = [4, 3, 6]\n").expect("valid bounds");
+        assert_eq!(ok.real_stack.mesh, Some([4, 3, 6]));
     }
 
     #[test]

@@ -235,7 +235,7 @@ impl Behaviour {
 }
 
 fn gossipsub(config: &Config, registry: &mut Registry) -> Result<Gossipsub, BehaviourError> {
-    let outbound_min = 2.min(config.mesh_n / 2).min(config.mesh_n_low);
+    let outbound_min = crate::config::mesh_outbound_min(config.mesh_n, config.mesh_n_low);
     let gossip_config = gossipsub::ConfigBuilder::default()
         .validation_mode(ValidationMode::Anonymous)
         .validate_messages()

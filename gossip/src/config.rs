@@ -294,13 +294,7 @@ impl Config {
         if let Transport::Network { tcp: false, quic: false } = self.transport {
             return Err(ConfigError::NoTransport);
         }
-        if !(self.mesh_n_low <= self.mesh_n && self.mesh_n <= self.mesh_n_high && self.mesh_n_low > 0) {
-            return Err(ConfigError::MeshBounds {
-                low: self.mesh_n_low,
-                n: self.mesh_n,
-                high: self.mesh_n_high,
-            });
-        }
+        check_mesh_bounds(self.mesh_n, self.mesh_n_low, self.mesh_n_high)?;
         if !self.identify {
             if self.kademlia_mode != KademliaMode::Off {
                 return Err(ConfigError::NeedsIdentify("kademlia_mode (set it to Off)"));
@@ -368,6 +362,22 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Checks gossipsub mesh bounds: `0 < mesh_n_low <= mesh_n <= mesh_n_high`.
+pub fn check_mesh_bounds(mesh_n: usize, mesh_n_low: usize, mesh_n_high: usize) -> Result<(), ConfigError> {
+    if 0 < mesh_n_low && mesh_n_low <= mesh_n && mesh_n <= mesh_n_high {
+        Ok(())
+    } else {
+        Err(ConfigError::MeshBounds { low: mesh_n_low, n: mesh_n, high: mesh_n_high })
+    }
+}
+
+/// The outbound peers gossipsub keeps in a mesh of these bounds when it
+/// prunes: its default of two, lowered where gossipsub requires it to be at
+/// most half of `mesh_n` and at most `mesh_n_low`.
+pub fn mesh_outbound_min(mesh_n: usize, mesh_n_low: usize) -> usize {
+    2.min(mesh_n / 2).min(mesh_n_low)
 }
 
 /// A [`Config`] that cannot work; each message names the field and the fix.
@@ -456,6 +466,23 @@ mod tests {
         let relay: Multiaddr = "/ip4/198.18.0.1/tcp/4170".parse().expect("multiaddr");
         let config = Config { relays: vec![relay.clone()], ..Config::default() };
         assert_eq!(config.validate(), Err(ConfigError::RelayWithoutPeerId(relay)));
+    }
+
+    #[test]
+    fn gossipsub_accepts_the_outbound_minimum_of_any_valid_bounds() {
+        for (n, low, high) in [(6, 4, 12), (4, 3, 6), (2, 1, 3), (1, 1, 1), (3, 3, 3)] {
+            assert_eq!(check_mesh_bounds(n, low, high), Ok(()));
+            let built = libp2p::gossipsub::ConfigBuilder::default()
+                .mesh_n(n)
+                .mesh_n_low(low)
+                .mesh_n_high(high)
+                .mesh_outbound_min(mesh_outbound_min(n, low))
+                .build();
+            assert!(built.is_ok(), "[{n}, {low}, {high}]: {:?}", built.err());
+        }
+        assert_eq!(mesh_outbound_min(6, 4), 2, "gossipsub's default where it fits");
+        assert!(matches!(check_mesh_bounds(4, 5, 6), Err(ConfigError::MeshBounds { .. })));
+        assert!(matches!(check_mesh_bounds(0, 0, 1), Err(ConfigError::MeshBounds { .. })));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use libp2p::core::transport::upgrade::Version;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm, Transport as _, identity, plaintext, yamux};
+use meshd_gossip::config::mesh_outbound_min;
 use meshd_protocol::keccak256;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -68,9 +69,7 @@ pub(crate) async fn start(
     let mut builder = gossipsub::ConfigBuilder::default();
     builder.validation_mode(ValidationMode::Strict);
     if let Some([n, low, high]) = mesh {
-        // Gossipsub requires its outbound minimum (default 2) to be at most
-        // half of D and at most D_low: meshd's rule for the same bounds.
-        builder.mesh_n(n).mesh_n_low(low).mesh_n_high(high).mesh_outbound_min(2.min(n / 2).min(low));
+        builder.mesh_n(n).mesh_n_low(low).mesh_n_high(high).mesh_outbound_min(mesh_outbound_min(n, low));
     }
     let config = builder.build().map_err(|e| err(i, e))?;
     let mut behaviour: gossipsub::Behaviour =

@@ -121,12 +121,10 @@ pub enum RealError {
     NotFormed(u64),
 }
 
-/// How often a simulated node runs its maintenance (redial when alone) and
-/// pings each peer. The overlay is built from the bootstrap dials and the
-/// memory transport has no NAT mapping to keep alive, so both only need to
-/// run rarely: with thousands of nodes, every second (maintenance, as in
-/// `Config::local`) or 15 s (pings, on every connection) was a standing load
-/// that starved gossip.
+/// How often a simulated node runs its maintenance (redial when alone). The
+/// overlay is built from the bootstrap dials, so it only needs to run
+/// rarely: with thousands of nodes, every second (as in `Config::local`)
+/// was a standing load that starved gossip.
 const SIM_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A node's gossip config: the real stack over the memory transport, with
@@ -135,10 +133,11 @@ const SIM_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 /// gossipsub setup builds it, so there is no Kademlia (its walks and routing
 /// tables were a standing load that grew with the node count); memory
 /// addresses always work, so no AutoNAT and no relay client or hole
-/// punching; no NAT mapping to keep alive, so pings are as rare as the
-/// maintenance. Each protocol left out is one handler less on every connection,
-/// polled on every frame. Gossipsub with peer scoring, identify, ping and
-/// the two request-response protocols run as in the daemon.
+/// punching; no NAT mapping to keep alive, so no ping; every peer is of this
+/// network and nothing fetches, so no identify and no request-response
+/// protocols. Each protocol left out is one handler less on every
+/// connection, polled on every frame. Gossipsub with peer scoring and the
+/// node's verdict on every message runs as in the daemon.
 fn config(bootstrap: Vec<Multiaddr>, mesh: Option<[usize; 3]>) -> Config {
     let defaults = Config::local(NETWORK);
     let [mesh_n, mesh_n_low, mesh_n_high] =
@@ -159,7 +158,6 @@ fn config(bootstrap: Vec<Multiaddr>, mesh: Option<[usize; 3]>) -> Config {
         ping: false,
         request_protocols: false,
         maintenance_interval: SIM_MAINTENANCE_INTERVAL,
-        ping_interval: SIM_MAINTENANCE_INTERVAL,
         ..defaults
     }
 }

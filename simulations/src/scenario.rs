@@ -527,15 +527,9 @@ impl Scenario {
         if self.real_stack.messages == 0 {
             return Err(bad("real_stack.messages", "must be above 0"));
         }
-        if let Some([n, low, high]) = self.real_stack.mesh
-            && !(0 < low && low <= n && n <= high && n >= 2)
-        {
-            return Err(bad(
-                "real_stack.mesh",
-                format!(
-                    "[D, D_low, D_high] must satisfy 0 < D_low <= D <= D_high and D >= 2 (got [{n}, {low}, {high}])"
-                ),
-            ));
+        if let Some([n, low, high]) = self.real_stack.mesh {
+            meshd_gossip::config::check_mesh_bounds(n, low, high)
+                .map_err(|e| bad("real_stack.mesh", format!("[D, D_low, D_high]: {e}")))?;
         }
         Ok(())
     }

@@ -61,7 +61,8 @@ enum Command {
         /// Override the pause between two publishes, ms.
         #[arg(long)]
         publish_interval_ms: Option<u64>,
-        /// Runtime worker threads.
+        /// Threads the nodes run on, each a single-threaded runtime hosting
+        /// every n-th node.
         #[arg(long, default_value_t = 2)]
         threads: usize,
         /// Override the gossipsub mesh bounds of both stacks: D,D_LOW,D_HIGH.
@@ -96,6 +97,14 @@ fn load(path: &PathBuf) -> anyhow::Result<Scenario> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Scenario::parse(&text).with_context(|| format!("scenario {}", path.display()))
 }
+
+/// The simulator's allocator. Real-stack mode moves every gossip copy
+/// through a dozen short-lived buffers across thousands of nodes on two
+/// threads; with mimalloc a 5,000-node run took 15 % less CPU per delivery
+/// than with the system allocator (617–750 against 735–867 µs in
+/// alternating runs), for about a quarter more memory per node.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {

@@ -28,6 +28,8 @@ use crate::real::{Arrivals, RealError};
 pub(crate) enum Command {
     /// Publish these bytes on the topic; answers whether gossipsub took them.
     Publish(Vec<u8>, oneshot::Sender<bool>),
+    /// Dials this address; answers whether the swarm took the dial.
+    Dial(Multiaddr, oneshot::Sender<bool>),
     /// Answers whether the node has a mesh peer on the topic.
     Meshed(oneshot::Sender<bool>),
 }
@@ -49,11 +51,11 @@ fn err(node: usize, reason: impl std::fmt::Display) -> RealError {
     RealError::Node { node, reason: reason.to_string() }
 }
 
-/// Starts plain node `i` with the given libp2p key, dialling `bootstrap`.
+/// Starts plain node `i` with the given libp2p key.
 pub(crate) async fn start(
     i: usize,
+    host: &tokio::runtime::Handle,
     secret: [u8; 32],
-    bootstrap: Vec<Multiaddr>,
     mesh: Option<[usize; 3]>,
     arrivals: Arrivals,
     shutdown: CancellationToken,
@@ -81,9 +83,6 @@ pub(crate) async fn start(
     let mut swarm = Swarm::new(transport, behaviour, peer_id, swarm_config);
     let listen: Multiaddr = "/memory/0".parse().map_err(|e| err(i, e))?;
     swarm.listen_on(listen).map_err(|e| err(i, e))?;
-    for address in bootstrap {
-        swarm.dial(address).map_err(|e| err(i, e))?;
-    }
     let address = loop {
         match swarm.next().await {
             Some(SwarmEvent::NewListenAddr { address, .. }) => break address,
@@ -93,7 +92,7 @@ pub(crate) async fn start(
     };
     let address: Multiaddr = format!("{address}/p2p/{peer_id}").parse().map_err(|e| err(i, e))?;
     let (commands, receiver) = mpsc::channel(16);
-    tokio::spawn(run(swarm, receiver, arrivals, shutdown));
+    host.spawn(run(swarm, receiver, arrivals, shutdown));
     Ok(PlainNode { commands, address })
 }
 
@@ -111,6 +110,9 @@ async fn run(
             command = commands.recv() => match command {
                 Some(Command::Publish(bytes, reply)) => {
                     let _ = reply.send(swarm.behaviour_mut().publish(topic.clone(), bytes).is_ok());
+                }
+                Some(Command::Dial(address, reply)) => {
+                    let _ = reply.send(swarm.dial(address).is_ok());
                 }
                 Some(Command::Meshed(reply)) => {
                     let _ = reply.send(swarm.behaviour().all_mesh_peers().next().is_some());

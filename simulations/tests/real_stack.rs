@@ -31,6 +31,12 @@ fn run(stack: Stack) {
     assert_eq!(g.latency.samples, g.delivered, "{stack:?}: one latency per delivery");
     assert!(g.latency.p99_ms < 3_000, "{stack:?}: deliveries within the drain ({g:?})");
     assert!(report.memory.peak_rss_bytes > 0, "{stack:?}: memory is measured");
+    #[cfg(target_os = "linux")]
+    assert!(
+        !report.mode.contains("normal priority"),
+        "{stack:?}: the shared timer thread runs at nice 19 ({})",
+        report.mode
+    );
     assert!(report.mode.contains(match stack {
         Stack::Meshd => "meshd",
         Stack::Plain => "plain",

@@ -283,6 +283,27 @@ impl Config {
         }
     }
 
+    /// This configuration with gossipsub alone over the memory transport
+    /// (plaintext, one `/memory/0` listener): no Kademlia, AutoNAT or relay
+    /// client, and no identify, ping or request-response handlers. For a
+    /// closed in-process mesh (tests, the simulator) whose peers are all
+    /// dialled directly, always reachable and never asked for anything:
+    /// each protocol left out is one handler less on every connection.
+    pub fn gossip_only_in_memory(self) -> Self {
+        Config {
+            transport: Transport::Memory { plaintext: true },
+            listen: "/memory/0".parse().into_iter().collect(),
+            kademlia_mode: KademliaMode::Off,
+            autonat_client: false,
+            autonat_server: false,
+            relay_client: false,
+            identify: false,
+            ping: false,
+            request_protocols: false,
+            ..self
+        }
+    }
+
     /// Checks the rules that span fields; run before [`crate::new`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         let name_ok = !self.network.is_empty()

@@ -405,18 +405,7 @@ async fn memory_transport_nodes_gossip_in_process_and_count_malformed_messages()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gossip_only_nodes_without_identify_ping_or_requests_still_gossip() {
-    let bare = |bootstrap: &[Multiaddr]| Config {
-        transport: Transport::Memory { plaintext: true },
-        listen: vec!["/memory/0".parse().expect("multiaddr")],
-        kademlia_mode: KademliaMode::Off,
-        autonat_client: false,
-        autonat_server: false,
-        relay_client: false,
-        identify: false,
-        ping: false,
-        request_protocols: false,
-        ..config(bootstrap)
-    };
+    let bare = |bootstrap: &[Multiaddr]| config(bootstrap).gossip_only_in_memory();
     let first = Node::start(70, bare(&[])).await;
     let second = Node::start(71, bare(&[first.address()])).await;
     let third = Node::start(72, bare(&[first.address(), second.address()])).await;

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use meshd_gossip::config::{KademliaMode, Transport};
 use meshd_gossip::{Client, Config, Event, Multiaddr, PeerId, Topic, Verdict};
 use meshd_protocol::envelope::Domain;
 use meshd_protocol::geo::Location;
@@ -161,18 +160,9 @@ fn config(mesh: Option<[usize; 3]>) -> Config {
         mesh_n,
         mesh_n_low,
         mesh_n_high,
-        transport: Transport::Memory { plaintext: true },
-        listen: "/memory/0".parse().into_iter().collect(),
-        kademlia_mode: KademliaMode::Off,
         target_peers: DIALS_PER_NODE,
-        autonat_client: false,
-        autonat_server: false,
-        relay_client: false,
-        identify: false,
-        ping: false,
-        request_protocols: false,
         maintenance_interval: SIM_MAINTENANCE_INTERVAL,
-        ..defaults
+        ..defaults.gossip_only_in_memory()
     }
 }
 
